@@ -1,0 +1,100 @@
+"""The backbone contract: a causal sequence mixer [B, L, D] -> [B, L, D] that knows no RL.
+
+Every backbone (built-in or from a plugin package) subclasses :class:`Backbone`:
+
+* ``forward(x, mask)``: the whole sequence at once (training, window evaluation);
+* ``init_state(batch_size, device, dtype)`` / ``step(x_t, state)``: one token at a time
+  (recurrent evaluation), equal to ``forward`` up to fp32 tolerance;
+* the state is a pytree (nested dict/list/tuple) of tensors whose first dimension is the batch,
+  so one row can be reset when its environment starts a new episode (:meth:`Backbone.reset_state`).
+
+``lit_seqrl.testing.check_backbone`` verifies all of this for any backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves, tree_map
+
+State = Any  # pytree of tensors, batch first
+
+
+class Backbone(nn.Module):
+    """Base class of all sequence backbones.
+
+    Subclasses take ``d_model`` plus their own keyword arguments, so that a config entry
+    ``backbone: {name: mamba, d_model: 128, n_layers: 3}`` builds them through the registry.
+    """
+
+    d_model: int
+    #: False for backbones that cannot run token by token (they then only support window evaluation).
+    supports_step: bool = True
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        if d_model < 1:
+            raise ValueError(f"d_model must be >= 1, got {d_model}")
+        self.d_model = d_model
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mix a sequence causally.
+
+        Args:
+            x: ``(B, L, D)`` input tokens.
+            mask: optional ``(B, L)`` bool, True for real tokens. Padding is on the left;
+                backbones keep padded tokens from influencing real ones where they can.
+
+        Returns:
+            ``(B, L, D)``; output ``t`` depends only on inputs ``<= t``.
+        """
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+        """The state before the first token: a pytree of tensors with batch as dim 0."""
+        raise NotImplementedError(f"{type(self).__name__} does not support step-by-step inference")
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """Advance by one token: ``x_t (B, D) -> y_t (B, D)`` and the new state."""
+        raise NotImplementedError(f"{type(self).__name__} does not support step-by-step inference")
+
+    def reset_state(self, state: State, done: Tensor) -> State:
+        """Reset the rows of ``state`` where ``done`` (``(B,)`` bool) is True to the initial state."""
+        leaves = _leaves(state)
+        if not leaves:
+            return state
+        fresh = self.init_state(done.shape[0], device=leaves[0].device, dtype=_float_dtype(leaves))
+
+        def pick(old: Tensor, new: Tensor) -> Tensor:
+            rows = done.to(old.device).view(-1, *([1] * (old.dim() - 1)))
+            return torch.where(rows, new.to(old.dtype), old)
+
+        return tree_map(pick, state, fresh)
+
+
+def mark_parameters(*params: nn.Parameter, weight_decay: float | None = None, lr_scale: float | None = None) -> None:
+    """Ask the agents' optimiser for special settings for these parameters.
+
+    SSM parameters (A, Δ, B, C) typically want no weight decay and sometimes a smaller learning
+    rate. ``weight_decay=0.0`` disables decay; ``lr_scale`` multiplies the agent's learning rate.
+    """
+    for p in params:
+        opts = dict(getattr(p, "_optim", {}))
+        if weight_decay is not None:
+            opts["weight_decay"] = weight_decay
+        if lr_scale is not None:
+            opts["lr_scale"] = lr_scale
+        p._optim = opts  # type: ignore[attr-defined]
+
+
+def _leaves(state: State) -> list[Tensor]:
+    return [t for t in tree_leaves(state) if isinstance(t, Tensor)]
+
+
+def _float_dtype(leaves: list[Tensor]) -> torch.dtype | None:
+    for t in leaves:
+        if t.is_floating_point():
+            return t.dtype
+    return None

@@ -1,0 +1,142 @@
+"""Vectorised episode runner: N episodes over M gymnasium envs stepped together.
+
+Each env is assigned its share of the episodes before starting (env i runs episodes
+i, i+M, ...), with seed ``seed + episode_index``, so results are repeatable and short episodes
+are not over-represented in the mean (the bias of "first N episodes to finish"). The vector env
+runs with autoreset disabled: finished rows are reset explicitly, with their next episode's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from rich.progress import Progress
+
+
+class VectorPolicy(Protocol):
+    """What :func:`run_episodes` drives. Rows are env indices ``0..M-1``."""
+
+    def reset(self, rows: np.ndarray) -> None:
+        """Rows (bool ``(M,)``) that start a new episode before the next ``act``."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Observations ``(M, ...)`` -> actions ``(M, ...)`` for every row."""
+
+    def observe(self, rewards: np.ndarray) -> None:
+        """Rewards ``(M,)`` of the step just taken, before any row is reset."""
+
+
+@dataclass
+class EpisodeResult:
+    index: int
+    seed: int
+    total_return: float
+    length: int
+    success: bool | None = None
+
+
+def make_vector_env(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """A synchronous vector env with autoreset disabled (we reset rows ourselves, with seeds)."""
+    return gym.vector.SyncVectorEnv(
+        [lambda: gym.make(env_id, **env_kwargs) for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+    )
+
+
+def check_env_matches(env_id: str, obs_dim: int, act_dim: int, discrete: bool) -> None:
+    """Raise ``ValueError`` naming both shapes when ``env_id``'s spaces differ from the agent's."""
+    env = gym.make(env_id)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    env_obs = tuple(obs_space.shape or ())
+    if int(np.prod(env_obs)) != obs_dim:
+        raise ValueError(f"env {env_id} observations have shape {env_obs}, but the agent was trained on shape ({obs_dim},)")
+    if discrete != isinstance(act_space, gym.spaces.Discrete):
+        kind = "discrete" if discrete else "continuous"
+        raise ValueError(f"env {env_id} has action space {act_space}, but the agent was trained on {kind} actions")
+    env_act = int(act_space.n) if discrete else int(np.prod(act_space.shape))
+    if env_act != act_dim:
+        what = "actions" if discrete else "action shape"
+        raise ValueError(f"env {env_id} has {what} {env_act if discrete else act_space.shape}, but the agent was trained on {act_dim if discrete else (act_dim,)}")
+
+
+def _success(infos: dict[str, Any], row: int) -> bool | None:
+    for key in ("is_success", "success"):
+        if key in infos and infos.get(f"_{key}", np.ones(row + 1, bool))[row]:
+            return bool(infos[key][row])
+    return None
+
+
+def run_episodes(
+    env_id: str,
+    policy: VectorPolicy,
+    episodes: int,
+    num_envs: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[EpisodeResult]:
+    """Run exactly ``episodes`` episodes of ``policy`` on ``min(num_envs, episodes)`` envs.
+
+    Returns the results ordered by episode index.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    m = max(1, min(num_envs, episodes))
+    queue = [list(range(i, episodes, m)) for i in range(m)]  # episode indices per env, fixed up front
+    current = np.array([q.pop(0) for q in queue])  # (M) episode index running in each row
+    active = np.ones(m, dtype=bool)
+    returns, lengths = np.zeros(m), np.zeros(m, dtype=np.int64)
+    results: list[EpisodeResult] = []
+    envs = make_vector_env(env_id, m, **(env_kwargs or {}))
+    try:
+        obs, _ = envs.reset(seed=[int(seed + e) for e in current])
+        policy.reset(np.ones(m, dtype=bool))
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"evaluating {env_id}", total=episodes)
+            while active.any():
+                actions = policy.act(obs)
+                obs, rewards, terminated, truncated, infos = envs.step(actions)
+                policy.observe(np.asarray(rewards, dtype=np.float64))
+                returns += np.where(active, rewards, 0.0)
+                lengths += active
+                done = (terminated | truncated) & active
+                if not (terminated | truncated).any():
+                    continue
+                for row in np.flatnonzero(done):
+                    results.append(
+                        EpisodeResult(int(current[row]), int(seed + current[row]), float(returns[row]), int(lengths[row]), _success(infos, row))
+                    )
+                    bar.advance(task)
+                    if queue[row]:
+                        current[row] = queue[row].pop(0)
+                    else:
+                        active[row] = False
+                # Rows whose episodes are all done are reset too (and ignored) so no env is stepped
+                # past its end.
+                reset = terminated | truncated
+                seeds = [int(seed + current[r]) if active[r] else None for r in range(m)]
+                obs, _ = envs.reset(seed=seeds, options={"reset_mask": np.asarray(reset, dtype=bool)})
+                returns[reset], lengths[reset] = 0.0, 0
+                policy.reset(np.asarray(reset, dtype=bool))
+    finally:
+        envs.close()
+    return sorted(results, key=lambda r: r.index)
+
+
+def summarize(results: list[EpisodeResult]) -> dict[str, float | None]:
+    """Mean/std of return and length (and success rate when the env reports success)."""
+    rets = np.array([r.total_return for r in results])
+    lens = np.array([r.length for r in results])
+    successes = [r.success for r in results if r.success is not None]
+    return {
+        "return_mean": float(rets.mean()),
+        "return_std": float(rets.std()),
+        "length_mean": float(lens.mean()),
+        "success_rate": float(np.mean(successes)) if successes else None,
+    }

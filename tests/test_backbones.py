@@ -1,0 +1,51 @@
+"""The conformance suite over every registered backbone, plus transformer specifics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_seqrl.backbones.transformer import attention_mask
+from lit_seqrl.registry import build_backbone, list_backbones
+from lit_seqrl.testing import check_backbone
+
+SMALL = {"d_model": 16, "n_layers": 2}
+
+
+@pytest.mark.parametrize("name", sorted(list_backbones()))
+def test_every_registered_backbone_conforms(name):
+    torch.manual_seed(0)
+    check_backbone(build_backbone(name, strict=False, **SMALL))
+
+
+def test_transformer_ignores_padded_tokens():
+    torch.manual_seed(0)
+    tf = build_backbone("transformer", d_model=16, n_layers=2, n_heads=2).eval()
+    x = torch.randn(2, 10, 16)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[:, :4] = False
+    x2 = x.clone()
+    x2[:, :4] = torch.randn(2, 4, 16) * 10  # change only padding
+    y, y2 = tf(x, mask), tf(x2, mask)
+    torch.testing.assert_close(y[:, 4:], y2[:, 4:])
+    # and equals running on the unpadded suffix alone
+    torch.testing.assert_close(y[:, 4:], tf(x[:, 4:]), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_mask_shape_and_fast_path():
+    assert attention_mask(None, 5) is None
+    assert attention_mask(torch.ones(2, 5, dtype=torch.bool), 5) is None
+    m = torch.tensor([[False, True, True]])
+    am = attention_mask(m, 3)
+    assert am.shape == (1, 1, 3, 3)
+    expected = torch.tensor([[True, False, False], [False, True, False], [False, True, True]])
+    assert torch.equal(am[0, 0], expected)
+
+
+def test_transformer_kv_cache_overflow_is_a_clear_error():
+    tf = build_backbone("transformer", d_model=8, n_layers=1, max_seq_len=3).eval()
+    state = tf.init_state(1)
+    for _ in range(3):
+        _, state = tf.step(torch.randn(1, 8), state)
+    with pytest.raises(ValueError, match="KV cache is full"):
+        tf.step(torch.randn(1, 8), state)

@@ -1,0 +1,91 @@
+"""The ``lit-seqrl`` command end to end, in subprocesses, on the generated default dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import REPO, TINY, run_cli
+
+CONFIG = str(REPO / "configs" / "dt_pendulum.yaml")
+
+
+def test_fit_fast_dev_run_on_the_default_config(tmp_path):
+    proc = run_cli("fit", "--config", CONFIG, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
+    assert "fast_dev_run" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    proc = run_cli(
+        "fit", "--config", CONFIG, *TINY,
+        "--trainer.max_steps=6", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1",
+        f"--trainer.default_root_dir={root}", cwd=root,
+    )  # fmt: skip
+    ckpts = sorted(root.rglob("last.ckpt"))
+    assert len(ckpts) == 1, proc.stdout
+    assert "TensorBoard logs:" in proc.stdout and "evaluate with: lit-seqrl evaluate --ckpt_path" in proc.stdout
+    assert list(root.rglob("events.out.tfevents.*")), "no TensorBoard event file written"
+    assert list(root.rglob("best-step=*.ckpt")), "no best checkpoint by eval return"
+    return ckpts[0]
+
+
+def test_evaluate_a_checkpoint_alone_prints_table_and_json(trained_checkpoint):
+    proc = run_cli("evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "3", "--num_envs", "2", "--target_return", "-150", "-600")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["episodes"] == 3 and report["mode"] == "window"
+    assert [r["target_return"] for r in report["results"]] == [-150.0, -600.0]
+    for row in report["results"]:
+        assert -2000 < row["return_mean"] <= 0 and row["length_mean"] == 200  # Pendulum: 200 steps, reward <= 0
+        assert row["normalized_score"] is not None  # generated datasets carry their references
+    assert "return_mean" in proc.stdout  # the human table precedes the JSON line
+
+
+def test_evaluate_recurrent_mode_and_mismatched_env(trained_checkpoint):
+    proc = run_cli("evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "2", "--mode", "recurrent")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["mode"] == "recurrent"
+    bad = run_cli("evaluate", "--ckpt_path", str(trained_checkpoint), "--env_id", "CartPole-v1", check=False)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "lit-seqrl evaluate: error: env CartPole-v1 observations have shape (4,), but the agent was trained on shape (3,)"
+    )
+
+
+def test_print_config_and_backbones_listing():
+    proc = run_cli("fit", "--config", CONFIG, "--model.backbone.name=lstm", "--print_config")
+    assert "name: lstm" in proc.stdout and "class_path: lit_seqrl.agents.DecisionAgent" in proc.stdout
+    listing = run_cli("backbones").stdout
+    assert "transformer" in listing and "lit-seqrl" in listing
+
+
+def test_data_commands(tmp_path):
+    run_cli("data", "collect", "lit_seqrl/cartpole/expert-v0", "--num_episodes", "3")
+    info = run_cli("data", "info", "lit_seqrl/cartpole/expert-v0").stdout
+    assert "CartPole-v1" in info and "episodes" in info and "500.00" in info
+    assert "lit_seqrl/cartpole/expert-v0" in run_cli("data", "list").stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--data.init_args.dataset=mujoco/hopper/medium-v0", "run `minari download mujoco/hopper/medium-v0`"),
+        ("--data.init_args.dataset=lit_seqrl/pendulum/nope-v0", "not found"),
+        ("--data.context_len=0", "context_len (K) must be >= 1, got 0"),
+        ("--model.backbone.name=nope", "unknown backbone 'nope'; known backbones:"),
+        ("--data.gamma=1.5", "gamma must be in (0, 1], got 1.5"),
+        ("--data.val_fraction=1.0", "val_fraction must be in [0, 1), got 1.0"),
+    ],
+)
+def test_bad_fit_inputs_give_one_line_errors(override, message, tmp_path):
+    proc = run_cli("fit", "--config", CONFIG, override, "--trainer.fast_dev_run=true", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("lit-seqrl fit: error: ") and message in last, proc.stderr[-2000:]
+
+
+def test_invalid_choice_is_rejected_by_the_parser(tmp_path):
+    proc = run_cli("fit", "--config", CONFIG, "--model.token_layout=diagonal", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Expected a typing.Literal['interleaved', 'stacked']. Got value: diagonal" in proc.stderr

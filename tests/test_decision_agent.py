@@ -1,0 +1,146 @@
+"""DecisionAgent: token layouts, masking, losses, optimiser groups, window == recurrent acting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_seqrl.agents import DecisionAgent
+from lit_seqrl.agents.base import param_groups
+from lit_seqrl.agents.decision_policy import DecisionPolicy
+
+PENDULUM = {
+    "obs_dim": 3, "act_dim": 1, "discrete": False, "env_id": "Pendulum-v1", "context_len": 6,
+    "max_timestep": 201, "reward_scale": 0.01, "gamma": 1.0, "delayed_reward": False,
+    "action_low": [-2.0], "action_high": [2.0], "ref_min_score": -1200.0, "ref_max_score": -150.0,
+    "target_returns": [-150.0],
+}  # fmt: skip
+CARTPOLE = {**PENDULUM, "obs_dim": 4, "act_dim": 2, "discrete": True, "env_id": "CartPole-v1", "max_timestep": 501,
+            "action_low": None, "action_high": None, "target_returns": [500.0]}  # fmt: skip
+SMALL_TF = {"name": "transformer", "d_model": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0}
+
+
+def _agent(spec=PENDULUM, **kw) -> DecisionAgent:
+    torch.manual_seed(0)
+    kw.setdefault("backbone", SMALL_TF)
+    return DecisionAgent(data_spec=spec, embed_dropout=0.0, **kw).eval()
+
+
+def _batch(spec, B=4, K=6, pad=2):
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(B, K, dtype=torch.bool)
+    mask[:, :pad] = False
+    if spec["discrete"]:
+        actions = torch.randint(0, spec["act_dim"], (B, K), generator=g)
+    else:
+        actions = torch.rand(B, K, spec["act_dim"], generator=g) * 4 - 2
+    return {
+        "observations": torch.randn(B, K, spec["obs_dim"], generator=g),
+        "actions": actions,
+        "returns_to_go": torch.randn(B, K, 1, generator=g),
+        "timesteps": torch.arange(K).expand(B, K).clone(),
+        "mask": mask,
+    }
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "stacked"])
+@pytest.mark.parametrize("spec", [PENDULUM, CARTPOLE], ids=["continuous", "discrete"])
+def test_padding_does_not_change_the_loss(layout, spec):
+    agent = _agent(spec, token_layout=layout)
+    batch = _batch(spec)
+    loss, _ = agent._loss(batch)
+    noisy = {k: v.clone() for k, v in batch.items()}
+    noisy["observations"][:, :2] += 100.0
+    noisy["returns_to_go"][:, :2] -= 50.0
+    loss2, _ = agent._loss(noisy)
+    assert torch.allclose(loss, loss2, atol=1e-6)
+
+
+def test_continuous_loss_is_mse_in_unit_action_scale_on_real_steps():
+    agent = _agent()
+    batch = _batch(PENDULUM)
+    pred = agent(**batch)
+    assert pred.shape == (4, 6, 1) and pred.abs().max() <= 1.0  # tanh head
+    target = batch["actions"] / 2.0  # bounds [-2, 2] -> [-1, 1]
+    m = batch["mask"]
+    expected = ((pred - target)[m] ** 2).mean()
+    torch.testing.assert_close(agent._loss(batch)[0], expected)
+
+
+def test_discrete_loss_is_masked_cross_entropy():
+    agent = _agent(CARTPOLE)
+    batch = _batch(CARTPOLE)
+    logits = agent(**batch)
+    m = batch["mask"]
+    expected = F.cross_entropy(logits[m], batch["actions"][m])
+    torch.testing.assert_close(agent._loss(batch)[0], expected)
+
+
+def test_interleaved_predicts_from_state_token_only():
+    """Changing a step's own action must not change that step's prediction (nor earlier ones)."""
+    agent = _agent()
+    batch = _batch(PENDULUM, pad=0)
+    pred = agent(**batch)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["actions"][:, 3] *= -1
+    pred2 = agent(**changed)
+    torch.testing.assert_close(pred[:, :4], pred2[:, :4])
+    assert not torch.allclose(pred[:, 4:], pred2[:, 4:])
+
+
+def test_param_groups_decay_only_weight_matrices():
+    agent = _agent()
+    groups = param_groups(agent, weight_decay=0.1, lr=1e-3)
+    by_id = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert by_id[id(agent.head.weight)] == 0.1
+    assert by_id[id(agent.head.bias)] == 0.0
+    assert by_id[id(agent.embed_ln.weight)] == 0.0
+    assert by_id[id(agent.embed_timestep.weight)] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(agent.parameters()))
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "stacked"])
+@pytest.mark.parametrize("spec", [PENDULUM, CARTPOLE], ids=["continuous", "discrete"])
+def test_window_and_recurrent_acting_agree_within_the_first_window(layout, spec):
+    """Before the context is full, window mode (left-padded, masked) sees exactly what the
+    recurrent state has seen since the episode start, so both choose the same actions."""
+    agent = _agent(spec, token_layout=layout)
+    rng = np.random.default_rng(0)
+    m, K = 3, spec["context_len"]
+    window, recurrent = (DecisionPolicy(agent, -150.0, mode) for mode in ("window", "recurrent"))
+    for p in (window, recurrent):
+        p.reset(np.ones(m, dtype=bool))
+    for t in range(K):
+        obs = rng.normal(size=(m, spec["obs_dim"])).astype(np.float32)
+        a_w, a_r = window.act(obs), recurrent.act(obs)
+        np.testing.assert_allclose(a_w, a_r, rtol=1e-4, atol=1e-5, err_msg=f"step {t}")
+        rewards = rng.normal(size=m)
+        window.observe(rewards)
+        recurrent.observe(rewards)
+        if t == 2:  # an episode ends in row 1: both modes restart that row only
+            rows = np.array([False, True, False])
+            window.reset(rows)
+            recurrent.reset(rows)
+
+
+def test_return_to_go_is_decremented_by_scaled_rewards():
+    policy = DecisionPolicy(_agent(), target_return=-150.0)
+    policy.reset(np.ones(2, dtype=bool))
+    policy.act(np.zeros((2, 3), dtype=np.float32))
+    policy.observe(np.array([-10.0, -20.0]))
+    torch.testing.assert_close(policy.rtg, torch.tensor([-1.4, -1.3]))
+    delayed = DecisionPolicy(_agent({**PENDULUM, "delayed_reward": True}), target_return=-150.0)
+    delayed.reset(np.ones(2, dtype=bool))
+    delayed.observe(np.array([-10.0, -20.0]))
+    torch.testing.assert_close(delayed.rtg, torch.tensor([-1.5, -1.5]))
+
+
+def test_bad_agent_options_are_clear_errors():
+    with pytest.raises(ValueError, match="token_layout"):
+        DecisionAgent(token_layout="diagonal")
+    with pytest.raises(ValueError, match="eval_mode"):
+        DecisionAgent(eval_mode="batch")
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        DecisionAgent(backbone={"d_model": 8})
