@@ -25,7 +25,9 @@ class SeqRLCLI(LightningCLI):
         from lit_seqrl.agents.base import SeqRLAgent
 
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(SeqRLAgent, None, subclass_mode_model=True, auto_configure_optimizers=False, **kwargs)
+        super().__init__(
+            SeqRLAgent, None, subclass_mode_model=True, auto_configure_optimizers=False, **kwargs
+        )
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -36,19 +38,31 @@ class SeqRLCLI(LightningCLI):
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and (ckpt.last_model_path or ckpt.best_model_path):
             print(f"checkpoints: last={ckpt.last_model_path or '-'} best={ckpt.best_model_path or '-'}")
-            print(f"evaluate with: lit-seqrl evaluate --ckpt_path {ckpt.best_model_path or ckpt.last_model_path}")
+            print(
+                f"evaluate with: lit-seqrl evaluate --ckpt_path {ckpt.best_model_path or ckpt.last_model_path}"
+            )
 
 
 # ---------------------------------------------------------------------------- extra commands
 def _evaluate_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="lit-seqrl evaluate", description="Roll out a trained agent from its checkpoint alone.")
+    p = ArgumentParser(
+        prog="lit-seqrl evaluate", description="Roll out a trained agent from its checkpoint alone."
+    )
     p.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by lit-seqrl fit")
     p.add_argument("--episodes", type=int, default=10, help="episodes per target return")
-    p.add_argument("--target_return", type=float, nargs="+", default=None, help="target returns (default: the checkpoint's)")
+    p.add_argument(
+        "--target_return",
+        type=float,
+        nargs="+",
+        default=None,
+        help="target returns (default: the checkpoint's)",
+    )
     p.add_argument("--num_envs", type=int, default=10, help="environments stepped together")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--mode", type=str | None, default=None, help="window | recurrent (default: the agent's)")
-    p.add_argument("--env_id", type=str | None, default=None, help="override the environment id stored in the checkpoint")
+    p.add_argument(
+        "--env_id", type=str | None, default=None, help="override the environment id stored in the checkpoint"
+    )
     p.add_argument("--device", type=str, default="cpu")
     return p
 
@@ -85,7 +99,9 @@ def _data_parser() -> ArgumentParser:
     info = ArgumentParser(description="Episodes, steps, return statistics and spaces of a dataset.")
     info.add_argument("dataset_id", type=str)
     sub.add_subcommand("info", info, help="describe a dataset")
-    sub.add_subcommand("list", ArgumentParser(description="Local minari datasets."), help="list local datasets")
+    sub.add_subcommand(
+        "list", ArgumentParser(description="Local minari datasets."), help="list local datasets"
+    )
     return p
 
 
@@ -98,7 +114,9 @@ def run_data(argv: list[str]) -> None:
 
 
 def run_backbones(argv: list[str]) -> None:
-    ArgumentParser(prog="lit-seqrl backbones", description="List registered backbones and their packages.").parse_args(argv)
+    ArgumentParser(
+        prog="lit-seqrl backbones", description="List registered backbones and their packages."
+    ).parse_args(argv)
     from lit_seqrl.registry import list_backbones
 
     entries = list_backbones()
@@ -124,7 +142,11 @@ def user_error(err: BaseException) -> BaseException | None:
         tb = err.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
-        if isinstance(err, _USER_ERRORS) and tb is not None and f"{os.sep}lit_seqrl{os.sep}" in tb.tb_frame.f_code.co_filename:
+        if (
+            isinstance(err, _USER_ERRORS)
+            and tb is not None
+            and f"{os.sep}lit_seqrl{os.sep}" in tb.tb_frame.f_code.co_filename
+        ):
             found = err
         err = err.__cause__ or err.__context__
     return found

@@ -118,7 +118,9 @@ def build_backbone(name: str, d_model: int, strict: bool = True, **kwargs: Any) 
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             dropped = sorted(set(kwargs) - set(params))
             if dropped:
-                warnings.warn(f"backbone {name!r} does not take {dropped}; ignoring them", UserWarning, stacklevel=2)
+                warnings.warn(
+                    f"backbone {name!r} does not take {dropped}; ignoring them", UserWarning, stacklevel=2
+                )
             kwargs = {k: v for k, v in kwargs.items() if k in params}
     try:
         return cls(d_model=d_model, **kwargs)

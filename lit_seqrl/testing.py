@@ -23,7 +23,9 @@ def _seeded(shape: tuple[int, ...], seed: int) -> Tensor:
 def check_shapes(backbone: Backbone, batch: int = 3, seq_len: int = 12) -> None:
     x = _seeded((batch, seq_len, backbone.d_model), 0)
     y = backbone(x)
-    assert y.shape == x.shape, f"forward must map (B, L, D) -> (B, L, D): got {tuple(y.shape)} for {tuple(x.shape)}"
+    assert y.shape == x.shape, (
+        f"forward must map (B, L, D) -> (B, L, D): got {tuple(y.shape)} for {tuple(x.shape)}"
+    )
     assert torch.isfinite(y).all(), "forward produced NaN/inf on standard-normal input"
     mask = torch.ones(batch, seq_len, dtype=torch.bool)
     mask[0, : seq_len // 2] = False  # left padding
@@ -60,7 +62,9 @@ def check_step_matches_forward(
     torch.testing.assert_close(y_step, y, rtol=rtol, atol=atol, msg=lambda m: f"step != forward: {m}")
 
 
-def check_state_reset(backbone: Backbone, batch: int = 3, seq_len: int = 8, rtol: float = 1e-4, atol: float = 1e-4) -> None:
+def check_state_reset(
+    backbone: Backbone, batch: int = 3, seq_len: int = 8, rtol: float = 1e-4, atol: float = 1e-4
+) -> None:
     """Resetting one row of the state restarts that row only; the others carry on untouched."""
     x = _seeded((batch, 2 * seq_len, backbone.d_model), 4)
     state = backbone.init_state(batch, device=x.device, dtype=x.dtype)
@@ -76,7 +80,9 @@ def check_state_reset(backbone: Backbone, batch: int = 3, seq_len: int = 8, rtol
         ys.append(y_t)
     y_after = torch.stack(ys, dim=1)
     fresh = backbone(x[:1, seq_len:])  # row 0 restarted: as if its sequence began at seq_len
-    torch.testing.assert_close(y_after[:1], fresh, rtol=rtol, atol=atol, msg=lambda m: f"reset row differs from a fresh start: {m}")
+    torch.testing.assert_close(
+        y_after[:1], fresh, rtol=rtol, atol=atol, msg=lambda m: f"reset row differs from a fresh start: {m}"
+    )
     full = backbone(x[1:])  # rows 1.. were never reset
     torch.testing.assert_close(
         y_after[1:], full[:, seq_len:], rtol=rtol, atol=atol, msg=lambda m: f"reset disturbed other rows: {m}"
@@ -86,7 +92,9 @@ def check_state_reset(backbone: Backbone, batch: int = 3, seq_len: int = 8, rtol
 def check_gradients(backbone: Backbone, batch: int = 2, seq_len: int = 8) -> None:
     x = _seeded((batch, seq_len, backbone.d_model), 5).requires_grad_(True)
     backbone(x).square().mean().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all(), "gradient w.r.t. the input is missing or not finite"
+    assert x.grad is not None and torch.isfinite(x.grad).all(), (
+        "gradient w.r.t. the input is missing or not finite"
+    )
     trainable = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
     dead = [n for n, p in trainable if p.grad is None]
     assert not dead, f"parameters receive no gradient: {dead}"
@@ -98,7 +106,9 @@ def _check_state(state: object, batch: int) -> None:
     assert leaves, "init_state must return at least one tensor"
     for leaf in leaves:
         assert isinstance(leaf, Tensor), f"state leaves must be tensors, got {type(leaf).__name__}"
-        assert leaf.dim() >= 1 and leaf.shape[0] == batch, f"state tensors must be batch-first, got {tuple(leaf.shape)}"
+        assert leaf.dim() >= 1 and leaf.shape[0] == batch, (
+            f"state tensors must be batch-first, got {tuple(leaf.shape)}"
+        )
 
 
 def check_backbone(backbone: Backbone, seq_len: int = 16, rtol: float = 1e-4, atol: float = 1e-4) -> None:
@@ -108,7 +118,9 @@ def check_backbone(backbone: Backbone, seq_len: int = 16, rtol: float = 1e-4, at
     supports stepping, step-by-step == forward and per-row state reset.
     """
     assert isinstance(backbone, Backbone), f"expected a lit_seqrl Backbone, got {type(backbone).__name__}"
-    assert isinstance(backbone.d_model, int) and backbone.d_model > 0, "backbone.d_model must be a positive int"
+    assert isinstance(backbone.d_model, int) and backbone.d_model > 0, (
+        "backbone.d_model must be a positive int"
+    )
     backbone = backbone.to("cpu", torch.float32)
     was_training = backbone.training
     try:

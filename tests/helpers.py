@@ -20,7 +20,9 @@ TINY = [
 ]
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "lit_seqrl", *args],
@@ -31,5 +33,7 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: in
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"lit-seqrl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"lit-seqrl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc

@@ -16,11 +16,15 @@ class WindowRecorder(Callback):
     def __init__(self, out_dir: str) -> None:
         self.out_dir, self.seen = Path(out_dir), []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
         # Expert windows can repeat the same upright observations; the return-to-go and the
         # timesteps tell episodes and positions apart.
         for i in range(batch["mask"].shape[0]):
-            parts = (batch[k][i].cpu().numpy().tobytes() for k in ("observations", "returns_to_go", "timesteps"))
+            parts = (
+                batch[k][i].cpu().numpy().tobytes() for k in ("observations", "returns_to_go", "timesteps")
+            )
             self.seen.append(hashlib.sha1(b"".join(parts)).hexdigest())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

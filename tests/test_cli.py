@@ -12,7 +12,14 @@ CONFIG = str(REPO / "configs" / "dt_pendulum.yaml")
 
 
 def test_fit_fast_dev_run_on_the_default_config(tmp_path):
-    proc = run_cli("fit", "--config", CONFIG, "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
+    proc = run_cli(
+        "fit",
+        "--config",
+        CONFIG,
+        "--trainer.fast_dev_run=true",
+        f"--trainer.default_root_dir={tmp_path}",
+        cwd=tmp_path,
+    )
     assert "fast_dev_run" in proc.stdout + proc.stderr
 
 
@@ -26,25 +33,42 @@ def trained_checkpoint(tmp_path_factory):
     )  # fmt: skip
     ckpts = sorted(root.rglob("last.ckpt"))
     assert len(ckpts) == 1, proc.stdout
-    assert "TensorBoard logs:" in proc.stdout and "evaluate with: lit-seqrl evaluate --ckpt_path" in proc.stdout
+    assert (
+        "TensorBoard logs:" in proc.stdout and "evaluate with: lit-seqrl evaluate --ckpt_path" in proc.stdout
+    )
     assert list(root.rglob("events.out.tfevents.*")), "no TensorBoard event file written"
     assert list(root.rglob("best-step=*.ckpt")), "no best checkpoint by eval return"
     return ckpts[0]
 
 
 def test_evaluate_a_checkpoint_alone_prints_table_and_json(trained_checkpoint):
-    proc = run_cli("evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "3", "--num_envs", "2", "--target_return", "-150", "-600")
+    proc = run_cli(
+        "evaluate",
+        "--ckpt_path",
+        str(trained_checkpoint),
+        "--episodes",
+        "3",
+        "--num_envs",
+        "2",
+        "--target_return",
+        "-150",
+        "-600",
+    )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["episodes"] == 3 and report["mode"] == "window"
     assert [r["target_return"] for r in report["results"]] == [-150.0, -600.0]
     for row in report["results"]:
-        assert -2000 < row["return_mean"] <= 0 and row["length_mean"] == 200  # Pendulum: 200 steps, reward <= 0
+        assert (
+            -2000 < row["return_mean"] <= 0 and row["length_mean"] == 200
+        )  # Pendulum: 200 steps, reward <= 0
         assert row["normalized_score"] is not None  # generated datasets carry their references
     assert "return_mean" in proc.stdout  # the human table precedes the JSON line
 
 
 def test_evaluate_recurrent_mode_and_mismatched_env(trained_checkpoint):
-    proc = run_cli("evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "2", "--mode", "recurrent")
+    proc = run_cli(
+        "evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "2", "--mode", "recurrent"
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["mode"] == "recurrent"
     bad = run_cli("evaluate", "--ckpt_path", str(trained_checkpoint), "--env_id", "CartPole-v1", check=False)
     assert bad.returncode != 0
@@ -79,7 +103,9 @@ def test_data_commands(tmp_path):
     ],
 )
 def test_bad_fit_inputs_give_one_line_errors(override, message, tmp_path):
-    proc = run_cli("fit", "--config", CONFIG, override, "--trainer.fast_dev_run=true", cwd=tmp_path, check=False)
+    proc = run_cli(
+        "fit", "--config", CONFIG, override, "--trainer.fast_dev_run=true", cwd=tmp_path, check=False
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lit-seqrl fit: error: ") and message in last, proc.stderr[-2000:]
@@ -89,3 +115,21 @@ def test_invalid_choice_is_rejected_by_the_parser(tmp_path):
     proc = run_cli("fit", "--config", CONFIG, "--model.token_layout=diagonal", cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "Expected a typing.Literal['interleaved', 'stacked']. Got value: diagonal" in proc.stderr
+
+
+def test_checkpoint_of_another_agent_class_or_not_ours_is_refused(trained_checkpoint, tmp_path):
+    import torch
+
+    from lit_seqrl.agents import SeqRLAgent, load_agent
+
+    class OtherAgent(SeqRLAgent):
+        pass
+
+    with pytest.raises(ValueError, match=r"holds a DecisionAgent, not a OtherAgent"):
+        load_agent(str(trained_checkpoint), expected=OtherAgent)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="is not a lit-seqrl agent checkpoint"):
+        load_agent(str(foreign))
+    proc = run_cli("evaluate", "--ckpt_path", str(tmp_path / "missing.ckpt"), check=False)
+    assert proc.stderr.strip().splitlines()[-1].startswith("lit-seqrl evaluate: error: checkpoint not found")

@@ -52,9 +52,15 @@ def _fake_distribution(root: Path, dist: str, module: str, source: str, entries:
 
 @pytest.fixture
 def plugin_path(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path, "cummean_plugin", "cummean_plugin", PLUGIN, "cummean = cummean_plugin:CumMean")
     _fake_distribution(
-        tmp_path, "broken_plugin", "broken_plugin", "raise ImportError('needs a GPU library')", "broken = broken_plugin:Nope"
+        tmp_path, "cummean_plugin", "cummean_plugin", PLUGIN, "cummean = cummean_plugin:CumMean"
+    )
+    _fake_distribution(
+        tmp_path,
+        "broken_plugin",
+        "broken_plugin",
+        "raise ImportError('needs a GPU library')",
+        "broken = broken_plugin:Nope",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry.refresh()
@@ -87,7 +93,9 @@ def test_third_party_plugin_is_discovered_and_broken_one_skipped_with_one_warnin
 
 
 def test_unknown_backbone_lists_known_names():
-    with pytest.raises(UnknownBackboneError, match=r"unknown backbone 'nope'.*known backbones: .*transformer"):
+    with pytest.raises(
+        UnknownBackboneError, match=r"unknown backbone 'nope'.*known backbones: .*transformer"
+    ):
         build_backbone("nope", d_model=8)
 
 

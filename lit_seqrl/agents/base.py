@@ -29,12 +29,16 @@ class SeqRLAgent(L.LightningModule):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
 
-    def evaluate_policy(self, episodes: int, num_envs: int = 8, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+    def evaluate_policy(
+        self, episodes: int, num_envs: int = 8, seed: int = 0, **kwargs: Any
+    ) -> dict[str, Any]:
         """Roll the policy out; return ``{"episodes": N, "mode": ..., "results": [{...}, ...]}``."""
         raise NotImplementedError
 
 
-def load_agent(ckpt_path: str, expected: type[SeqRLAgent] | None = None, map_location: str = "cpu") -> SeqRLAgent:
+def load_agent(
+    ckpt_path: str, expected: type[SeqRLAgent] | None = None, map_location: str = "cpu"
+) -> SeqRLAgent:
     """Rebuild the agent stored in a lit-seqrl checkpoint, whatever its class.
 
     Raises ``ValueError`` with both class names when ``expected`` is given and the checkpoint

@@ -31,7 +31,13 @@ from lit_seqrl.registry import build_backbone
 TokenLayout = Literal["interleaved", "stacked"]
 EvalMode = Literal["window", "recurrent"]
 
-DEFAULT_BACKBONE: dict[str, Any] = {"name": "transformer", "d_model": 128, "n_layers": 3, "n_heads": 1, "dropout": 0.1}
+DEFAULT_BACKBONE: dict[str, Any] = {
+    "name": "transformer",
+    "d_model": 128,
+    "n_layers": 3,
+    "n_heads": 1,
+    "dropout": 0.1,
+}
 
 
 class DecisionAgent(SeqRLAgent):
@@ -109,8 +115,12 @@ class DecisionAgent(SeqRLAgent):
         self.register_buffer("obs_std", torch.ones(obs_dim))
         low, high = spec.get("action_low"), spec.get("action_high")
         self.squash = not spec["discrete"] and low is not None and high is not None
-        self.register_buffer("action_low", torch.tensor(low if self.squash else [-1.0] * act_dim, dtype=torch.float32))
-        self.register_buffer("action_high", torch.tensor(high if self.squash else [1.0] * act_dim, dtype=torch.float32))
+        self.register_buffer(
+            "action_low", torch.tensor(low if self.squash else [-1.0] * act_dim, dtype=torch.float32)
+        )
+        self.register_buffer(
+            "action_high", torch.tensor(high if self.squash else [1.0] * act_dim, dtype=torch.float32)
+        )
         self._built = True
 
     def setup(self, stage: str) -> None:
@@ -148,7 +158,9 @@ class DecisionAgent(SeqRLAgent):
     def _embed_state(self, observations: Tensor) -> Tensor:
         return self.embed_state((observations - self.obs_mean) / self.obs_std)
 
-    def embed(self, observations: Tensor, actions: Tensor, returns_to_go: Tensor, timesteps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def embed(
+        self, observations: Tensor, actions: Tensor, returns_to_go: Tensor, timesteps: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Tokens ``(B, T, D)`` and token mask ``(B, T)`` for windows of K steps.
 
         Shapes: observations (B K obs), actions (B K A) or (B K) discrete, returns_to_go (B K 1),
@@ -169,7 +181,12 @@ class DecisionAgent(SeqRLAgent):
         return self._finish(tokens), mask.repeat_interleave(len(parts), dim=1)
 
     def embed_step(
-        self, observations: Tensor, returns_to_go: Tensor, timesteps: Tensor, prev_actions: Tensor, has_prev: Tensor
+        self,
+        observations: Tensor,
+        returns_to_go: Tensor,
+        timesteps: Tensor,
+        prev_actions: Tensor,
+        has_prev: Tensor,
     ) -> list[Tensor]:
         """The tokens ``[(B, D), ...]`` of one step before its action, in feeding order.
 
@@ -215,7 +232,9 @@ class DecisionAgent(SeqRLAgent):
         out = self.head(h)
         return torch.tanh(out) if self.squash else out
 
-    def forward(self, observations: Tensor, actions: Tensor, returns_to_go: Tensor, timesteps: Tensor, mask: Tensor) -> Tensor:
+    def forward(
+        self, observations: Tensor, actions: Tensor, returns_to_go: Tensor, timesteps: Tensor, mask: Tensor
+    ) -> Tensor:
         """Predicted actions (or logits) ``(B, K, A)`` for every step of the windows."""
         tokens, token_mask = self.embed(observations, actions, returns_to_go, timesteps, mask)
         h = self.backbone(tokens, token_mask)  # (B T D)
@@ -223,7 +242,9 @@ class DecisionAgent(SeqRLAgent):
 
     # ----------------------------------------------------------------- training
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        pred = self(batch["observations"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"])
+        pred = self(
+            batch["observations"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["mask"]
+        )
         mask = batch["mask"]
         if self.spec["discrete"]:
             logits, target = pred[mask], batch["actions"][mask].long()

@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 class DecisionPolicy:
     """A :class:`lit_seqrl.evaluation.rollout.VectorPolicy` conditioned on one target return."""
 
-    def __init__(self, agent: DecisionAgent, target_return: float, mode: str = "window", context_len: int | None = None) -> None:
+    def __init__(
+        self, agent: DecisionAgent, target_return: float, mode: str = "window", context_len: int | None = None
+    ) -> None:
         if mode == "recurrent" and not agent.backbone.supports_step:
-            raise ValueError(f"backbone {type(agent.backbone).__name__} has no step(); use eval mode 'window'")
+            raise ValueError(
+                f"backbone {type(agent.backbone).__name__} has no step(); use eval mode 'window'"
+            )
         self.agent, self.mode = agent, mode
         spec = agent.spec
         self.K = context_len or spec["context_len"]
@@ -43,13 +47,17 @@ class DecisionPolicy:
         act_shape = (m, K) if self.discrete else (m, K, self.act_dim)
         if self.mode == "window":
             self.obs_buf = torch.zeros(m, K, self.agent.spec["obs_dim"], device=dev)  # (M K obs)
-            self.act_buf = torch.zeros(act_shape, device=dev, dtype=torch.long if self.discrete else torch.float32)
+            self.act_buf = torch.zeros(
+                act_shape, device=dev, dtype=torch.long if self.discrete else torch.float32
+            )
             self.rtg_buf = torch.zeros(m, K, 1, device=dev)  # (M K 1)
             self.t_buf = torch.zeros(m, K, dtype=torch.long, device=dev)
             self.mask_buf = torch.zeros(m, K, dtype=torch.bool, device=dev)
         else:
             self.state = self.agent.backbone.init_state(m, device=dev, dtype=torch.float32)
-            prev_shape, prev_dtype = ((m,), torch.long) if self.discrete else ((m, self.act_dim), torch.float32)
+            prev_shape, prev_dtype = (
+                ((m,), torch.long) if self.discrete else ((m, self.act_dim), torch.float32)
+            )
             self.prev_action = torch.zeros(prev_shape, dtype=prev_dtype, device=dev)  # a_{t-1} per row
             self.has_prev = torch.zeros(m, dtype=torch.bool, device=dev)
 
@@ -84,7 +92,12 @@ class DecisionPolicy:
     def _act_window(self, o: Tensor) -> Tensor:
         for buf in (self.obs_buf, self.act_buf, self.rtg_buf, self.t_buf, self.mask_buf):
             buf.copy_(buf.roll(-1, dims=1))  # drop the oldest step; the newest goes at -1
-        self.obs_buf[:, -1], self.rtg_buf[:, -1, 0], self.t_buf[:, -1], self.mask_buf[:, -1] = o, self.rtg, self.t, True
+        self.obs_buf[:, -1], self.rtg_buf[:, -1, 0], self.t_buf[:, -1], self.mask_buf[:, -1] = (
+            o,
+            self.rtg,
+            self.t,
+            True,
+        )
         self.act_buf[:, -1] = 0  # not yet chosen; causal masking hides it from the state token
         pred = self.agent(self.obs_buf, self.act_buf, self.rtg_buf, self.t_buf, self.mask_buf)  # (M K A)
         return pred[:, -1]

@@ -52,7 +52,9 @@ class Backbone(nn.Module):
         """
         raise NotImplementedError
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
         """The state before the first token: a pytree of tensors with batch as dim 0."""
         raise NotImplementedError(f"{type(self).__name__} does not support step-by-step inference")
 
@@ -74,7 +76,9 @@ class Backbone(nn.Module):
         return tree_map(pick, state, fresh)
 
 
-def mark_parameters(*params: nn.Parameter, weight_decay: float | None = None, lr_scale: float | None = None) -> None:
+def mark_parameters(
+    *params: nn.Parameter, weight_decay: float | None = None, lr_scale: float | None = None
+) -> None:
     """Ask the agents' optimiser for special settings for these parameters.
 
     SSM parameters (A, Δ, B, C) typically want no weight decay and sometimes a smaller learning

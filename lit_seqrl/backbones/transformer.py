@@ -51,7 +51,9 @@ class CausalSelfAttention(nn.Module):
         B, L, D = x.shape
         q, k, v = (t.transpose(1, 2) for t in self._heads(x))  # (B H L dh)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=attn_mask is None)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=attn_mask is None
+        )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, L, D)))
 
     def step(self, x_t: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor) -> Tensor:
@@ -64,7 +66,9 @@ class CausalSelfAttention(nn.Module):
         t_max = int(pos.max()) + 1  # attend over the filled prefix only: O(t) per step
         keys = torch.arange(t_max, device=x_t.device)
         visible = (keys[None, :] <= pos[:, None])[:, None, None, :]  # (B 1 1 T)
-        y = F.scaled_dot_product_attention(q[:, :, None], k_cache[:, :, :t_max], v_cache[:, :, :t_max], attn_mask=visible)
+        y = F.scaled_dot_product_attention(
+            q[:, :, None], k_cache[:, :, :t_max], v_cache[:, :, :t_max], attn_mask=visible
+        )
         return self.proj(y.reshape(B, D))
 
 
@@ -101,7 +105,9 @@ class Transformer(Backbone):
         max_seq_len: KV-cache capacity for ``step`` (``forward`` has no length limit).
     """
 
-    def __init__(self, d_model: int, n_layers: int = 3, n_heads: int = 1, dropout: float = 0.1, max_seq_len: int = 1024) -> None:
+    def __init__(
+        self, d_model: int, n_layers: int = 3, n_heads: int = 1, dropout: float = 0.1, max_seq_len: int = 1024
+    ) -> None:
         super().__init__(d_model)
         self.n_layers, self.n_heads, self.max_seq_len = n_layers, n_heads, max_seq_len
         self.drop = nn.Dropout(dropout)
@@ -126,7 +132,9 @@ class Transformer(Backbone):
             x = block(x, attn_mask)
         return self.ln_f(x)
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
         head_dim = self.d_model // self.n_heads
         shape = (batch_size, self.n_layers, self.n_heads, self.max_seq_len, head_dim)
         return {

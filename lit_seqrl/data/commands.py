@@ -38,7 +38,7 @@ def info(dataset_id: str) -> None:
     Console().print(table)
 
 
-def list() -> None:  # noqa: A001  (the command is called "list")
+def list() -> None:
     """Local minari datasets."""
     local = minari.list_local_datasets()
     if not local:

@@ -58,7 +58,9 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         if context_len < 1:
             raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
         if batch_size < 1 or windows_per_epoch < 1:
-            raise ValueError(f"batch_size and windows_per_epoch must be >= 1, got {batch_size} and {windows_per_epoch}")
+            raise ValueError(
+                f"batch_size and windows_per_epoch must be >= 1, got {batch_size} and {windows_per_epoch}"
+            )
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if not 0.0 < top_fraction <= 1.0:
@@ -81,7 +83,7 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         self.data = load_offline_dataset(hp.dataset)
         train_eps, val_eps = split_episodes(self.data.episodes, hp.val_fraction, seed=hp.seed)
         if hp.top_fraction < 1.0:
-            n_keep = max(1, int(round(hp.top_fraction * len(train_eps))))
+            n_keep = max(1, round(hp.top_fraction * len(train_eps)))
             train_eps = sorted(train_eps, key=lambda e: e.total_return, reverse=True)[:n_keep]
         self.train_episodes, self.val_episodes = train_eps, val_eps
         self.obs_mean, self.obs_std = observation_stats(train_eps)  # training episodes only
@@ -92,8 +94,14 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             reward_scale=hp.reward_scale,
             start_at_episode_start=hp.start_at_episode_start,
         )
-        self.train_set = TrajectoryWindows(train_eps, num_windows=hp.windows_per_epoch, seed=hp.seed, **common)
-        self.val_set = TrajectoryWindows(val_eps, num_windows=hp.val_windows, seed=hp.seed + 1, **common) if val_eps else None
+        self.train_set = TrajectoryWindows(
+            train_eps, num_windows=hp.windows_per_epoch, seed=hp.seed, **common
+        )
+        self.val_set = (
+            TrajectoryWindows(val_eps, num_windows=hp.val_windows, seed=hp.seed + 1, **common)
+            if val_eps
+            else None
+        )
 
     def data_spec(self) -> dict[str, Any]:
         """Everything an agent needs to build itself and to be evaluated later from its checkpoint."""
@@ -110,7 +118,9 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         if ref[0] is None or ref[1] is None:
             ref = reference_for(env_id) or (None, None)
         space = data.action_space
-        bounded = isinstance(space, gym.spaces.Box) and bool(np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)))
+        bounded = isinstance(space, gym.spaces.Box) and bool(
+            np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+        )
         best = max(e.total_return for e in self.train_episodes)
         return {
             "obs_dim": data.obs_dim,
@@ -137,7 +147,8 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             shuffle=False,  # windows are already random draws; a sampler only shards them
             collate_fn=collate_windows,
             num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            # Not persistent: fresh workers each epoch see the epoch set by the agent (set_epoch).
+            persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
         )
 

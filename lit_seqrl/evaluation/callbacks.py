@@ -16,7 +16,9 @@ class RolloutEvaluation(Callback):
     ``eval/normalized_score`` are those of the first target return (the headline number).
     """
 
-    def __init__(self, episodes: int = 10, num_envs: int = 10, seed: int = 10_000, **eval_kwargs: Any) -> None:
+    def __init__(
+        self, episodes: int = 10, num_envs: int = 10, seed: int = 10_000, **eval_kwargs: Any
+    ) -> None:
         self.episodes, self.num_envs, self.seed, self.eval_kwargs = episodes, num_envs, seed, eval_kwargs
         self.last_report: dict[str, Any] | None = None
 
@@ -29,10 +31,15 @@ class RolloutEvaluation(Callback):
         report = trainer.strategy.broadcast(report, src=0)
         self.last_report = report
         for i, row in enumerate(report["results"]):
-            metrics = {k: row[k] for k in ("return_mean", "return_std", "length_mean", "normalized_score", "success_rate")}
+            metrics = {
+                k: row[k]
+                for k in ("return_mean", "return_std", "length_mean", "normalized_score", "success_rate")
+            }
             for key, value in metrics.items():
                 if value is None:
                     continue
                 pl_module.log(f"eval/target_{row['target_return']:g}/{key}", float(value))
                 if i == 0 and key in ("return_mean", "normalized_score", "success_rate"):
-                    pl_module.log("eval/return" if key == "return_mean" else f"eval/{key}", float(value), prog_bar=True)
+                    pl_module.log(
+                        "eval/return" if key == "return_mean" else f"eval/{key}", float(value), prog_bar=True
+                    )

@@ -19,5 +19,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     for c in columns:
         table.add_column(c, justify="right")
     for r in rows:
-        table.add_row(*("-" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns))
+        table.add_row(
+            *(
+                "-" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
+                for c in columns
+            )
+        )
     (console or Console(stderr=False)).print(table)

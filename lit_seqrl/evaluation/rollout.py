@@ -55,14 +55,20 @@ def check_env_matches(env_id: str, obs_dim: int, act_dim: int, discrete: bool) -
         env.close()
     env_obs = tuple(obs_space.shape or ())
     if int(np.prod(env_obs)) != obs_dim:
-        raise ValueError(f"env {env_id} observations have shape {env_obs}, but the agent was trained on shape ({obs_dim},)")
+        raise ValueError(
+            f"env {env_id} observations have shape {env_obs}, but the agent was trained on shape ({obs_dim},)"
+        )
     if discrete != isinstance(act_space, gym.spaces.Discrete):
         kind = "discrete" if discrete else "continuous"
-        raise ValueError(f"env {env_id} has action space {act_space}, but the agent was trained on {kind} actions")
+        raise ValueError(
+            f"env {env_id} has action space {act_space}, but the agent was trained on {kind} actions"
+        )
     env_act = int(act_space.n) if discrete else int(np.prod(act_space.shape))
     if env_act != act_dim:
         what = "actions" if discrete else "action shape"
-        raise ValueError(f"env {env_id} has {what} {env_act if discrete else act_space.shape}, but the agent was trained on {act_dim if discrete else (act_dim,)}")
+        raise ValueError(
+            f"env {env_id} has {what} {env_act if discrete else act_space.shape}, but the agent was trained on {act_dim if discrete else (act_dim,)}"
+        )
 
 
 def _success(infos: dict[str, Any], row: int) -> bool | None:
@@ -110,7 +116,13 @@ def run_episodes(
                     continue
                 for row in np.flatnonzero(done):
                     results.append(
-                        EpisodeResult(int(current[row]), int(seed + current[row]), float(returns[row]), int(lengths[row]), _success(infos, row))
+                        EpisodeResult(
+                            int(current[row]),
+                            int(seed + current[row]),
+                            float(returns[row]),
+                            int(lengths[row]),
+                            _success(infos, row),
+                        )
                     )
                     bar.advance(task)
                     if queue[row]:

@@ -33,7 +33,10 @@ def probe(module: str) -> ModuleType | None:
     except Exception as err:  # compiled extensions fail in many ways besides ImportError
         if importlib.util.find_spec(module.split(".")[0]) is not None:
             # Installed but broken is worth telling; simply absent is the normal CPU case.
-            warnings.warn(f"lit_seqrl: {module} is installed but failed to import ({err}); using PyTorch ops", stacklevel=2)
+            warnings.warn(
+                f"lit_seqrl: {module} is installed but failed to import ({err}); using PyTorch ops",
+                stacklevel=2,
+            )
         return None
 
 
@@ -50,6 +53,8 @@ def use_kernel(backend: Backend, module: str, *tensors: torch.Tensor) -> bool:
                 f'backend="cuda" needs {module}, which is not importable; install the extra: pip install "lit-seqrl[cuda]"'
             )
         if not on_cuda:
-            raise KernelUnavailableError(f'backend="cuda" needs CUDA tensors, got tensors on {tensors[0].device}')
+            raise KernelUnavailableError(
+                f'backend="cuda" needs CUDA tensors, got tensors on {tensors[0].device}'
+            )
         return True
     return on_cuda and probe(module) is not None
