@@ -1,0 +1,112 @@
+"""S4D backbone (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space Models").
+
+Same block as S4 (:mod:`lit_seqrl.backbones.s4`) with a diagonal state matrix ``A = Λ``:
+zero-order-hold discretisation ``Ā = exp(ΔΛ)``, ``B̄ = (exp(ΔΛ) - 1)/Λ · B``, and the kernel
+``K_k = 2 Re Σ_n C_n B̄_n Ā_n^k`` is a Vandermonde product, no Cauchy kernel or Woodbury needed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_seqrl.backbones.base import mark_parameters
+from lit_seqrl.backbones.s4 import S4Backbone, S4Config
+from lit_seqrl.ops.backend import Backend
+from lit_seqrl.ops.hippo import s4d_init
+
+Init = Literal["lin", "inv", "legs"]
+
+
+def s4d_discretize(Lambda: Tensor, B: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero-order hold: ``Λ, B (H, N/2)`` complex, ``dt (H,)`` -> ``Ā, B̄ (H, N/2)``."""
+    dtLambda = dt[:, None] * Lambda  # (H N/2)
+    A_bar = torch.exp(dtLambda)
+    return A_bar, (A_bar - 1) / Lambda * B
+
+
+def s4d_kernel(Lambda: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int) -> Tensor:
+    """Vandermonde kernel ``K_k = 2 Re Σ_n C_n B̄_n exp(k Δ Λ_n)``, k < L: ``(H, N/2)`` -> ``(H, L)`` real."""
+    _, B_bar = s4d_discretize(Lambda, B, dt)
+    k = torch.arange(L, device=Lambda.device, dtype=dt.dtype)  # (L)
+    vandermonde = torch.exp((dt[:, None] * Lambda)[..., None] * k)  # (H N/2 L)
+    return 2 * torch.einsum("hn,hnl->hl", C * B_bar, vandermonde).real  # (H L)
+
+
+class DiagonalKernel(nn.Module):
+    """S4D's SSM parameters for H channels: kernel generator and ZOH recurrence.
+
+    Re Λ is stored as ``log(-Re Λ)`` (always stable); complex B, C as real views.
+    """
+
+    def __init__(
+        self,
+        H: int,
+        N: int = 64,
+        init: Init = "inv",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        lr_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.H, self.N = H, N
+        Lambda = s4d_init(init, N)  # (N/2)
+        self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
+        self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
+        self.B = nn.Parameter(torch.view_as_real(torch.ones(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
+        self.C = nn.Parameter(torch.view_as_real(torch.randn(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)  # (H)
+        mark_parameters(
+            self.log_Lambda_re, self.Lambda_im, self.B, self.log_dt, weight_decay=0.0, lr_scale=lr_scale
+        )
+
+    def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``Λ, B, C (H, N/2)`` complex and ``Δ (H,)``."""
+        Lambda = torch.complex(-torch.exp(self.log_Lambda_re), self.Lambda_im)
+        return Lambda, torch.view_as_complex(self.B), torch.view_as_complex(self.C), torch.exp(self.log_dt)
+
+    def forward(self, L: int) -> Tensor:
+        """The convolution kernel ``(H, L)``."""
+        return s4d_kernel(*self.ssm(), L)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> Tensor:
+        """Zero state ``(batch, H, N/2, 2)`` (complex as a real view)."""
+        return torch.zeros(batch_size, self.H, self.N // 2, 2, device=device, dtype=dtype or torch.float32)
+
+    def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """``x' = Ā x + B̄ u``, ``y = 2 Re(C x')``: ``u (batch, H)`` -> ``y (batch, H)``, new state."""
+        Lambda, B, C, dt = self.ssm()
+        A_bar, B_bar = s4d_discretize(Lambda, B, dt)  # (H N/2)
+        x = A_bar * torch.view_as_complex(state.contiguous()) + B_bar * u[..., None]  # (b H N/2)
+        y = 2 * (C * x).sum(-1).real  # (b H)
+        return y.to(u.dtype), torch.view_as_real(x)
+
+
+class S4DBackbone(S4Backbone):
+    """S4 block stack with diagonal SSMs; ``init`` picks S4D-Inv (default), S4D-Lin or S4D-LegS."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 3,
+        d_state: int = 64,
+        dropout: float = 0.0,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        init: Init = "inv",
+        ssm_lr_scale: float | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        self.kernel_init = init  # read by make_kernel during super().__init__
+        super().__init__(d_model, n_layers, d_state, dropout, dt_min, dt_max, ssm_lr_scale, backend)
+
+    def make_kernel(self, cfg: S4Config) -> nn.Module:
+        return DiagonalKernel(
+            cfg.d_model, cfg.d_state, self.kernel_init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale
+        )
