@@ -144,3 +144,14 @@ def test_bad_agent_options_are_clear_errors():
         DecisionAgent(eval_mode="batch")
     with pytest.raises(ValueError, match="needs a 'name'"):
         DecisionAgent(backbone={"d_model": 8})
+
+
+def test_param_groups_honour_backbone_marks():
+    agent = _agent(backbone={"name": "s4", "d_model": 16, "n_layers": 1, "d_state": 8})
+    groups = param_groups(agent, weight_decay=0.1, lr=3e-3)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    ssm = [p for n, p in agent.backbone.named_parameters() if n.endswith("log_dt")]
+    assert ssm, "expected S4's log_dt parameters"
+    for p in ssm:  # capped at 1e-3 and no weight decay, as S4 trains them
+        assert lr_of[id(p)] == (1e-3, 0.0)
+    assert lr_of[id(agent.head.weight)] == (3e-3, 0.1)

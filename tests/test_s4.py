@@ -188,4 +188,4 @@ def test_ssm_parameters_are_marked() -> None:
     backbone = build_backbone("s4", d_model=8, n_layers=1, d_state=8, ssm_lr_scale=0.5)
     marked = {n for n, p in backbone.named_parameters() if getattr(p, "_optim", None)}
     assert marked == {f"layers.0.kernel.{n}" for n in ("log_Lambda_re", "Lambda_im", "P", "B", "log_dt")}
-    assert backbone.layers[0].kernel.P._optim == {"weight_decay": 0.0, "lr_scale": 0.5}
+    assert backbone.layers[0].kernel.P._optim == {"weight_decay": 0.0, "lr_scale": 0.5, "lr_max": 1e-3}

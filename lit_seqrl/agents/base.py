@@ -69,7 +69,7 @@ def param_groups(module: nn.Module, weight_decay: float, lr: float) -> list[dict
     """AdamW parameter groups: decay on weight matrices only, plus the backbone's own marks.
 
     Biases, norms and embeddings get no weight decay (the usual rule); a parameter marked with
-    ``lit_seqrl.backbones.mark_parameters`` gets the weight decay / learning-rate scale it asked for.
+    ``lit_seqrl.backbones.mark_parameters`` gets the weight decay / learning-rate scale / cap it asked for.
     """
     no_decay: set[int] = set()
     for sub in module.modules():
@@ -81,6 +81,7 @@ def param_groups(module: nn.Module, weight_decay: float, lr: float) -> list[dict
             continue
         marks = getattr(p, "_optim", {})
         default_wd = 0.0 if (id(p) in no_decay or p.dim() < 2 or name.endswith("bias")) else weight_decay
-        key = (marks.get("weight_decay", default_wd), lr * marks.get("lr_scale", 1.0))
+        group_lr = min(lr * marks.get("lr_scale", 1.0), marks.get("lr_max", float("inf")))
+        key = (marks.get("weight_decay", default_wd), group_lr)
         groups.setdefault(key, []).append(p)
     return [{"params": ps, "weight_decay": wd, "lr": group_lr} for (wd, group_lr), ps in groups.items()]

@@ -77,19 +77,22 @@ class Backbone(nn.Module):
 
 
 def mark_parameters(
-    *params: nn.Parameter, weight_decay: float | None = None, lr_scale: float | None = None
+    *params: nn.Parameter,
+    weight_decay: float | None = None,
+    lr_scale: float | None = None,
+    lr_max: float | None = None,
 ) -> None:
     """Ask the agents' optimiser for special settings for these parameters.
 
     SSM parameters (A, Δ, B, C) typically want no weight decay and sometimes a smaller learning
-    rate. ``weight_decay=0.0`` disables decay; ``lr_scale`` multiplies the agent's learning rate.
+    rate. ``weight_decay=0.0`` disables decay; ``lr_scale`` multiplies the agent's learning rate;
+    ``lr_max`` caps it (S4 trains its SSM parameters at min(lr, 1e-3)).
     """
     for p in params:
         opts = dict(getattr(p, "_optim", {}))
-        if weight_decay is not None:
-            opts["weight_decay"] = weight_decay
-        if lr_scale is not None:
-            opts["lr_scale"] = lr_scale
+        for key, value in (("weight_decay", weight_decay), ("lr_scale", lr_scale), ("lr_max", lr_max)):
+            if value is not None:
+                opts[key] = value
         p._optim = opts  # type: ignore[attr-defined]
 
 

@@ -27,6 +27,9 @@ from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.cauchy import cauchy
 from lit_seqrl.ops.hippo import nplr
 
+# S4 trains Λ, P, B and Δ at min(lr, 1e-3) (Gu et al. 2022, appendix on optimisation).
+SSM_LR_MAX = 1e-3
+
 
 def _full(x: Tensor) -> Tensor:
     """Append the implied conjugate half: ``(..., N/2) -> (..., N)``."""
@@ -177,6 +180,7 @@ class DPLRKernel(nn.Module):
             self.log_dt,
             weight_decay=0.0,
             lr_scale=lr_scale,
+            lr_max=SSM_LR_MAX,
         )
 
     def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

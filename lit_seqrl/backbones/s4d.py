@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lit_seqrl.backbones.base import mark_parameters
 from lit_seqrl.backbones.s4 import S4Backbone, S4Config
+from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.hippo import s4d_init
 
@@ -61,7 +62,13 @@ class DiagonalKernel(nn.Module):
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)  # (H)
         mark_parameters(
-            self.log_Lambda_re, self.Lambda_im, self.B, self.log_dt, weight_decay=0.0, lr_scale=lr_scale
+            self.log_Lambda_re,
+            self.Lambda_im,
+            self.B,
+            self.log_dt,
+            weight_decay=0.0,
+            lr_scale=lr_scale,
+            lr_max=SSM_LR_MAX,
         )
 
     def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
