@@ -1,7 +1,7 @@
 """The ``lit-seqrl`` command.
 
 ``fit | validate | test | predict`` are LightningCLI's (``--config X.yaml`` plus dotted overrides);
-``evaluate``, ``data`` and ``backbones`` need no model config, so they are jsonargparse commands
+``evaluate``, ``data``, ``backbones``, ``plot`` and ``experiment`` need no model config, so they are jsonargparse commands
 of their own that share the same parsing library and style.
 """
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
-EXTRA_COMMANDS = ("evaluate", "data", "backbones")
+EXTRA_COMMANDS = ("evaluate", "data", "backbones", "plot", "experiment")
 
 
 class SeqRLCLI(LightningCLI):
@@ -28,6 +30,23 @@ class SeqRLCLI(LightningCLI):
         super().__init__(
             SeqRLAgent, None, subclass_mode_model=True, auto_configure_optimizers=False, **kwargs
         )
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` continues the newest run that has a ``last.ckpt``, in its own log folder.
+
+        Lightning looks for ``last`` in the folder of the *new* logger version only, so with the
+        default auto-incremented TensorBoard version a resumed job would silently start from
+        scratch; pointing the logger back at the newest version with a last checkpoint fixes that.
+        """
+        if self.config_init[self.subcommand].get("ckpt_path") != "last":
+            return
+        logger = self.trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or logger._version is not None:
+            return  # an explicit version: Lightning resolves "last" inside it
+        root = Path(logger.root_dir)
+        runs = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if runs:
+            logger._version = runs[-1].parents[1].name
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -91,11 +110,49 @@ def _data_parser() -> ArgumentParser:
 
     p = ArgumentParser(prog="lit-seqrl data", description="Offline datasets (stored as minari datasets).")
     sub = p.add_subcommands(required=True)
-    collect = ArgumentParser(description="Generate a built-in dataset locally with scripted controllers.")
-    collect.add_argument("dataset_id", type=str, help=f"one of: {', '.join(DEFAULT_DATASETS)}")
+    collect = ArgumentParser(
+        description="Generate a built-in dataset locally with scripted controllers, or roll out any "
+        "policy (--policy, --env, --id) into a minari dataset."
+    )
+    collect.add_argument(
+        "dataset_id", type=str | None, nargs="?", default=None, help=f"one of: {', '.join(DEFAULT_DATASETS)}"
+    )
     collect.add_argument("--overwrite", type=bool, default=False)
     collect.add_argument("--num_episodes", type=int | None, default=None, help="override the mixture size")
-    sub.add_subcommand("collect", collect, help="generate a built-in dataset")
+    collect.add_argument(
+        "--policy",
+        type=str | None,
+        default=None,
+        help="ckpt:PATH (a lit-seqrl checkpoint), module:function or file.py:function (observation -> action)",
+    )
+    collect.add_argument(
+        "--env", type=str | None, default=None, help="gymnasium env id (default: the checkpoint's)"
+    )
+    collect.add_argument("--id", type=str | None, default=None, help="dataset id to store the rollouts as")
+    collect.add_argument("--episodes", type=int, default=100, help="episodes to roll out (--policy)")
+    collect.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i (--policy)")
+    collect.add_argument(
+        "--action_noise", type=float, default=0.0, help="Gaussian noise std, x half the action range (Box)"
+    )
+    collect.add_argument(
+        "--epsilon", type=float, default=0.0, help="probability of a uniformly random action"
+    )
+    collect.add_argument(
+        "--target_return", type=float | None, default=None, help="return to condition a ckpt: policy on"
+    )
+    collect.add_argument("--mode", type=str | None, default=None, help="window | recurrent (ckpt: policies)")
+    sub.add_subcommand("collect", collect, help="generate a built-in dataset or roll out a policy")
+    imp = ArgumentParser(
+        description="Store a D4RL-style HDF5 file (flat arrays) or a pickled list of trajectory dicts "
+        "as a minari dataset. Pickles can run code when loaded: import only files you trust."
+    )
+    imp.add_argument("file", type=str, help="the .hdf5 or .pkl file")
+    imp.add_argument(
+        "--id", type=str, required=True, help="dataset id to store it as, e.g. d4rl/hopper/expert-v0"
+    )
+    imp.add_argument("--env", type=str | None, default=None, help="gymnasium env id the data comes from")
+    imp.add_argument("--overwrite", type=bool, default=False)
+    sub.add_subcommand("import", imp, help="import a D4RL-style hdf5/pickle file")
     info = ArgumentParser(description="Episodes, steps, return statistics and spaces of a dataset.")
     info.add_argument("dataset_id", type=str)
     sub.add_subcommand("info", info, help="describe a dataset")
@@ -110,7 +167,8 @@ def run_data(argv: list[str]) -> None:
 
     cfg = _data_parser().parse_args(argv)
     name = cfg.subcommand
-    getattr(commands, name)(**dict(cfg[name]))
+    # `import` is a Python keyword, so its function carries a trailing underscore.
+    getattr(commands, "import_" if name == "import" else name)(**dict(cfg[name]))
 
 
 def run_backbones(argv: list[str]) -> None:
@@ -121,9 +179,91 @@ def run_backbones(argv: list[str]) -> None:
 
     entries = list_backbones()
     width = max((len(n) for n in entries), default=4)
-    print(f"{'name':<{width}}  provider    class")
+    pwidth = max((len(e.provider) for e in entries.values()), default=8)  # plugin names can be long
+    print(f"{'name':<{width}}  {'provider':<{pwidth}}  class")
     for name, entry in entries.items():
-        print(f"{name:<{width}}  {entry.provider:<10}  {entry.cls.__module__}.{entry.cls.__qualname__}")
+        print(f"{name:<{width}}  {entry.provider:<{pwidth}}  {entry.cls.__module__}.{entry.cls.__qualname__}")
+
+
+def _plot_parser() -> ArgumentParser:
+    from lit_seqrl.evaluation.plots import DEFAULT_TAGS, GroupRule
+
+    p = ArgumentParser(
+        prog="lit-seqrl plot",
+        description="Learning curves (PNG) from TensorBoard logs; runs grouped as seeds are drawn as "
+        'mean ± std. Needs matplotlib: pip install "lit-seqrl[plot]".',
+    )
+    p.add_argument("run_dirs", type=str, nargs="+", help="run directories, or directories above them")
+    p.add_argument("--out", type=str, default="plots", help="directory for the PNG files")
+    p.add_argument(
+        "--group",
+        type=GroupRule,
+        default="parent",
+        help="which runs are seeds of one config: parent (runs/dt/seed0, runs/dt/seed1), root (versions "
+        "under one --trainer.default_root_dir), prefix (dt_seed0, dt_seed1), none",
+    )
+    p.add_argument("--tags", type=str, nargs="+", default=list(DEFAULT_TAGS), help="scalar tags to plot")
+    p.add_argument("--smooth", type=float, default=0.0, help="exponential smoothing in [0, 1), 0 = none")
+    return p
+
+
+def run_plot(argv: list[str]) -> list[str]:
+    from lit_seqrl.evaluation.plots import PlotDependencyError, plot_runs
+
+    args = _plot_parser().parse_args(argv)
+    try:
+        written = plot_runs(args.run_dirs, args.out, group=args.group, tags=args.tags, smooth=args.smooth)
+    except PlotDependencyError as err:  # an ImportError, which user_error does not treat as bad input
+        sys.exit(f"lit-seqrl plot: error: {err}")
+    for path in written:
+        print(path)
+    return [str(p) for p in written]
+
+
+def _experiment_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="lit-seqrl experiment",
+        description="Run a paper experiment (conditioning | context | delayed | backbones): trains every "
+        "variant per seed, then writes results.md (mean ± std over seeds) and PNG plots under --out. "
+        "Finished seeds are skipped on a rerun.",
+    )
+    p.add_argument("name", type=str, help="conditioning | context | delayed | backbones")
+    p.add_argument("--config", type=str, required=True, help="configs/experiments/<name>.yaml")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant")
+    p.add_argument(
+        "--max_steps", type=int | None, default=None, help="optimiser steps per run (default: config)"
+    )
+    p.add_argument(
+        "--out", type=str | None, default=None, help="run directory (default runs/experiments/NAME)"
+    )
+    p.add_argument(
+        "--dataset", type=str | None, nargs="+", default=None, help="dataset ids replacing the config's"
+    )
+    p.add_argument(
+        "--eval_episodes", type=int | None, default=None, help="episodes per evaluation (default: config)"
+    )
+    p.add_argument("--variant", type=str | None, nargs="+", default=None, help="run only these variants")
+    return p
+
+
+def run_experiment(argv: list[str]) -> dict[str, Any]:
+    from lit_seqrl.experiments import run_experiment as run
+
+    args = _experiment_parser().parse_args(argv)
+    result = run(
+        args.name,
+        args.config,
+        seeds=args.seeds,
+        max_steps=args.max_steps,
+        out=args.out,
+        datasets=args.dataset,
+        eval_episodes=args.eval_episodes,
+        variants=args.variant,
+        progress=sys.stderr.isatty(),
+    )
+    print(result["markdown"])
+    print(f"\nwritten: {Path(result['out']) / 'results.md'}" + "".join(f", {p}" for p in result["plots"]))
+    return result
 
 
 _USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
@@ -159,7 +299,14 @@ def main(argv: list[str] | None = None) -> None:
     command = args[0] if args else "lit-seqrl"
     try:
         if command in EXTRA_COMMANDS:
-            {"evaluate": run_evaluate, "data": run_data, "backbones": run_backbones}[command](args[1:])
+            commands = {
+                "evaluate": run_evaluate,
+                "data": run_data,
+                "backbones": run_backbones,
+                "plot": run_plot,
+                "experiment": run_experiment,
+            }
+            commands[command](args[1:])
         else:
             SeqRLCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except Exception as err:

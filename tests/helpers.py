@@ -23,7 +23,8 @@ TINY = [
 def run_cli(
     *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, "-m", "lit_seqrl", *args],
         cwd=cwd or REPO,

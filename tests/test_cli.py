@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.helpers import REPO, TINY, run_cli
 
@@ -133,3 +134,16 @@ def test_checkpoint_of_another_agent_class_or_not_ours_is_refused(trained_checkp
         load_agent(str(foreign))
     proc = run_cli("evaluate", "--ckpt_path", str(tmp_path / "missing.ckpt"), check=False)
     assert proc.stderr.strip().splitlines()[-1].startswith("lit-seqrl evaluate: error: checkpoint not found")
+
+
+def test_ckpt_path_last_continues_the_newest_run_in_its_own_log_folder(tmp_path):
+    args = ["fit", "--config", CONFIG, *TINY, "--model.eval_episodes=0", "--trainer.val_check_interval=2"]
+    args += ["--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path}"]
+    run_cli(*args, "--trainer.max_steps=4", cwd=tmp_path)
+    proc = run_cli(*args, "--trainer.max_steps=6", "--ckpt_path", "last", cwd=tmp_path)
+    assert "Restored all states from the checkpoint" in proc.stdout + proc.stderr
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+    ckpt = torch.load(
+        tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False
+    )
+    assert ckpt["global_step"] == 6

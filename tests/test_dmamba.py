@@ -19,7 +19,9 @@ def test_fit_then_evaluate_window_and_recurrent(config, tmp_path):
     )  # fmt: skip
     (ckpt,) = tmp_path.rglob("last.ckpt")
     for mode in ("window", "recurrent"):
-        proc = run_cli("evaluate", "--ckpt_path", str(ckpt), "--episodes", "2", "--num_envs", "2", "--mode", mode)
+        proc = run_cli(
+            "evaluate", "--ckpt_path", str(ckpt), "--episodes", "2", "--num_envs", "2", "--mode", mode
+        )
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         assert report["mode"] == mode
         assert all(r["length_mean"] == 200 for r in report["results"])

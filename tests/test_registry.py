@@ -121,3 +121,18 @@ def test_register_backbone_decorator_and_non_strict_kwargs():
 
     with pytest.raises(TypeError, match="expects a Backbone subclass"):
         register_backbone("bad")(int)
+
+
+def test_every_builtin_entry_point_imports():
+    from importlib.metadata import entry_points
+
+    ours = [
+        ep
+        for ep in entry_points(group=registry.ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.name == "lit-seqrl"
+    ]
+    assert len(ours) >= 9
+    registry.refresh()
+    entries = list_backbones()
+    broken = {ep.name: registry._failed.get(ep.name) for ep in ours if ep.name not in entries}
+    assert not broken, f"built-in backbones failed to import: {broken}"

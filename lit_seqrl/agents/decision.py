@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lit_seqrl.agents.base import SeqRLAgent, param_groups
+from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.evaluation.callbacks import RolloutEvaluation
 from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
@@ -55,6 +56,8 @@ class DecisionAgent(SeqRLAgent):
             (carry the backbone state with ``step``; exact when training windows start at t=0).
         eval_episodes, eval_num_envs: rollouts after each validation (0 episodes: none); the
             best checkpoint is chosen by the return at the first target.
+        checkpoint_every_n_steps: also refresh ``last.ckpt`` every n optimizer steps, so a killed
+            run resumes (``--ckpt_path last``) from mid-epoch instead of the last validation.
         data_spec: filled from the data module at ``fit`` (dims, env id, scales, bounds); it is
             saved with the checkpoint so ``evaluate`` needs nothing else.
     """
@@ -73,6 +76,7 @@ class DecisionAgent(SeqRLAgent):
         eval_mode: EvalMode = "window",
         eval_episodes: int = 10,
         eval_num_envs: int = 10,
+        checkpoint_every_n_steps: int | None = None,
         data_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -80,6 +84,8 @@ class DecisionAgent(SeqRLAgent):
             raise ValueError(f"token_layout must be 'interleaved' or 'stacked', got {token_layout!r}")
         if eval_mode not in ("window", "recurrent"):
             raise ValueError(f"eval_mode must be 'window' or 'recurrent', got {eval_mode!r}")
+        if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
+            raise ValueError(f"checkpoint_every_n_steps must be >= 1, got {checkpoint_every_n_steps}")
         backbone = dict(backbone or DEFAULT_BACKBONE)
         if "name" not in backbone:
             raise ValueError("backbone spec needs a 'name' (see `lit-seqrl backbones`)")
@@ -277,12 +283,26 @@ class DecisionAgent(SeqRLAgent):
     # ----------------------------------------------------------------- evaluation
     def configure_callbacks(self) -> list[Callback]:
         hp = self.hparams
-        if hp.eval_episodes < 1:
-            return [ModelCheckpoint(save_last=True, monitor="val/loss", mode="min", filename="best-{step}")]
-        return [
-            RolloutEvaluation(episodes=hp.eval_episodes, num_envs=hp.eval_num_envs),
-            ModelCheckpoint(save_last=True, monitor="eval/return", mode="max", filename="best-{step}"),
-        ]
+        every = hp.get("checkpoint_every_n_steps")
+        # Both checkpoint callbacks then refresh one last.ckpt: with version counters, whichever
+        # saves second would write last-v1.ckpt beside it.
+        best = {"save_last": True, "filename": "best-{step}", "enable_version_counter": not every}
+        callbacks: list[Callback] = [StopOnNonFiniteLoss(), RNGStateCheckpoint()]
+        if hp.eval_episodes >= 1:
+            callbacks.append(RolloutEvaluation(episodes=hp.eval_episodes, num_envs=hp.eval_num_envs))
+        # Ours replace the trainer's default ModelCheckpoint; with enable_checkpointing=False
+        # there is none, and nothing is written.
+        if not self.trainer.checkpoint_callbacks:
+            return callbacks
+        monitor = ("val/loss", "min") if hp.eval_episodes < 1 else ("eval/return", "max")
+        callbacks.append(ModelCheckpoint(monitor=monitor[0], mode=monitor[1], **best))
+        if every:  # after the best-model one, which stays trainer.checkpoint_callback
+            callbacks.append(
+                ModelCheckpoint(
+                    every_n_train_steps=every, save_top_k=0, save_last=True, enable_version_counter=False
+                )
+            )
+        return callbacks
 
     def default_target_returns(self) -> list[float]:
         targets = self.hparams.target_returns or self.spec.get("target_returns")

@@ -39,7 +39,13 @@ from lit_seqrl.data.replay import EpisodicReplay
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
 from lit_seqrl.registry import build_backbone, get_backbone_class
 
-DEFAULT_BACKBONE: dict[str, Any] = {"name": "transformer", "d_model": 128, "n_layers": 2, "n_heads": 8, "dropout": 0.0}
+DEFAULT_BACKBONE: dict[str, Any] = {
+    "name": "transformer",
+    "d_model": 128,
+    "n_layers": 2,
+    "n_heads": 8,
+    "dropout": 0.0,
+}
 
 
 def double_dqn_targets(
@@ -58,7 +64,9 @@ def double_dqn_targets(
     return rewards + gamma * (1.0 - dones) * next_value
 
 
-def intermediate_q_loss(q: Tensor, actions: Tensor, targets: Tensor, mask: Tensor, kind: str = "mse") -> Tensor:
+def intermediate_q_loss(
+    q: Tensor, actions: Tensor, targets: Tensor, mask: Tensor, kind: str = "mse"
+) -> Tensor:
     """TD loss averaged over every real position of every history window.
 
     Shapes: ``q (B, L, A)``, ``actions, targets (B, L)``, ``mask (B, L)`` bool. Padded positions
@@ -150,17 +158,20 @@ class DTQNAgent(SeqRLAgent):
 
         env = self._make_env()
         if not isinstance(env.action_space, gym.spaces.Discrete):
-            raise TypeError(f"{env_id} has action space {env.action_space}; Q-learning needs Discrete actions")
+            raise TypeError(
+                f"{env_id} has action space {env.action_space}; Q-learning needs Discrete actions"
+            )
         self.obs_space = env.observation_space
         self.obs_dim, self.n_actions = flat_obs_dim(env), int(env.action_space.n)
         env.close()
 
-        net_backbone, width = None, d_model
+        encoder, width = None, d_model
         if spec is not None:
-            kwargs = {k: v for k, v in spec.items() if k not in ("name", "d_model")}
-            net_backbone, width = build_backbone(spec["name"], d_model=spec["d_model"], **kwargs), spec["d_model"]
-        self.context = context_len if spec is not None else 1
-        self.q_net = QNetwork(self.obs_dim, self.n_actions, width, net_backbone, self.context, pos_embedding)
+            width = spec["d_model"]
+            extra = {k: v for k, v in spec.items() if k not in ("name", "d_model")}
+            encoder = build_backbone(spec["name"], d_model=width, **extra)
+        self.context = context_len if spec is not None else 1  # DQN: one observation
+        self.q_net = QNetwork(self.obs_dim, self.n_actions, width, encoder, self.context, pos_embedding)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self._recent: deque[dict[str, float]] = deque(maxlen=20)  # recent training episodes
         self._collector: EnvCollector | None = None
@@ -179,7 +190,9 @@ class DTQNAgent(SeqRLAgent):
 
     def make_actor(self, mode: ActMode | None = None, flatten: bool = False) -> HistoryActor:
         """A greedy actor over this agent's Q-network (``flatten``: raw env observations in)."""
-        return HistoryActor(self.q_net, self.context, mode or self.default_act_mode, self.obs_space if flatten else None)
+        return HistoryActor(
+            self.q_net, self.context, mode or self.default_act_mode, self.obs_space if flatten else None
+        )
 
     def epsilon(self) -> float:
         hp = self.hparams
@@ -220,7 +233,9 @@ class DTQNAgent(SeqRLAgent):
         with torch.no_grad():
             q_next_target = self.target_net(batch["next_obs"])  # (B L A)
             q_next_online = self.q_net(batch["next_obs"]) if hp.double_q else None
-            targets = double_dqn_targets(q_next_online, q_next_target, batch["rewards"], batch["dones"], hp.gamma)
+            targets = double_dqn_targets(
+                q_next_online, q_next_target, batch["rewards"], batch["dones"], hp.gamma
+            )
         loss = intermediate_q_loss(q, batch["actions"], targets, batch["mask"], hp.loss)
 
         B = batch["obs"].shape[0]
@@ -232,7 +247,12 @@ class DTQNAgent(SeqRLAgent):
             self.log("train/env_steps", float(self._collector.env_steps), batch_size=B)
         if self._recent:
             n = len(self._recent)
-            self.log("train/episode_return", sum(e["return"] for e in self._recent) / n, prog_bar=True, batch_size=B)
+            self.log(
+                "train/episode_return",
+                sum(e["return"] for e in self._recent) / n,
+                prog_bar=True,
+                batch_size=B,
+            )
             self.log("train/success_rate", sum(e["success"] for e in self._recent) / n, batch_size=B)
             self.log("train/episode_length", sum(e["length"] for e in self._recent) / n, batch_size=B)
         return loss
@@ -253,11 +273,16 @@ class DTQNAgent(SeqRLAgent):
         return torch.optim.Adam(groups, lr=hp.lr)
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         if gradient_clip_val is None and self.hparams.grad_clip:
             gradient_clip_val, gradient_clip_algorithm = self.hparams.grad_clip, "norm"
-        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
 
     def on_train_epoch_end(self) -> None:
         hp = self.hparams
@@ -294,7 +319,9 @@ class DTQNAgent(SeqRLAgent):
         was_training = self.training
         self.eval()
         try:
-            results = run_episodes(env_id, actor, episodes, num_envs, seed, progress=progress, env_kwargs=self.hparams.env_kwargs)
+            results = run_episodes(
+                env_id, actor, episodes, num_envs, seed, progress=progress, env_kwargs=self.hparams.env_kwargs
+            )
         finally:
             self.train(was_training)
         return {

@@ -45,7 +45,13 @@ class QNetwork(nn.Module):
     """
 
     def __init__(
-        self, obs_dim: int, n_actions: int, d_model: int, backbone: Backbone | None, context_len: int, pos_embedding: bool
+        self,
+        obs_dim: int,
+        n_actions: int,
+        d_model: int,
+        backbone: Backbone | None,
+        context_len: int,
+        pos_embedding: bool,
     ) -> None:
         super().__init__()
         if backbone is not None and backbone.d_model != d_model:
@@ -55,7 +61,9 @@ class QNetwork(nn.Module):
         self.pos = nn.Embedding(context_len, d_model) if pos_embedding and backbone is not None else None
         self.backbone = backbone
         # DQN's trunk: the embedding above and this make a two-hidden-layer MLP per observation.
-        self.trunk = nn.Sequential(nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU()) if backbone is None else None
+        self.trunk = (
+            nn.Sequential(nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU()) if backbone is None else None
+        )
         self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, n_actions))
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -64,7 +72,7 @@ class QNetwork(nn.Module):
         Right padding needs no mask: every output depends on its own and earlier steps only.
         """
         L = obs.shape[1]
-        if L > self.context_len and self.pos is not None:
+        if self.context_len < L and self.pos is not None:
             raise ValueError(f"history of {L} steps is longer than context_len={self.context_len}")
         x = self.embed(obs)  # (B L D)
         if self.pos is not None:
@@ -98,7 +106,9 @@ class HistoryActor:
     (one-hot for discrete parts) exactly as during training.
     """
 
-    def __init__(self, net: QNetwork, context_len: int, mode: ActMode, obs_space: gym.Space | None = None) -> None:
+    def __init__(
+        self, net: QNetwork, context_len: int, mode: ActMode, obs_space: gym.Space | None = None
+    ) -> None:
         if mode not in ("recurrent", "window", "markov"):
             raise ValueError(f"mode must be 'recurrent', 'window' or 'markov', got {mode!r}")
         if mode != "markov" and net.backbone is None:

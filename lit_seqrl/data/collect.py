@@ -129,6 +129,8 @@ def rollout_policy(
 
     Args:
         policy: observation (obs_dim,) -> action ((act_dim,) array for Box, int for Discrete).
+            A stateful policy may also have ``reset()``, called before each episode, and
+            ``observe(reward)``, called after each step (e.g. a return-conditioned agent).
         on_episode: called with each finished episode (e.g. to advance a progress bar).
 
     Returns:
@@ -146,6 +148,8 @@ def rollout_policy(
             # A separate stream from the env's own (which reset seeds with the same integer).
             rng = np.random.default_rng([seed + i, 0x5EED])
             obs, _ = env.reset(seed=seed + i)
+            if hasattr(policy, "reset"):
+                policy.reset()
             observations, actions, rewards = [obs], [], []
             terminated = truncated = False
             while not (terminated or truncated):
@@ -162,6 +166,8 @@ def rollout_policy(
                         action = action + action_noise * half_range * rng.standard_normal(space.shape)
                     action = np.clip(action, low, high).astype(np.float32)
                 obs, reward, terminated, truncated, _ = env.step(action)
+                if hasattr(policy, "observe"):
+                    policy.observe(float(reward))
                 observations.append(obs)
                 actions.append(action)
                 rewards.append(reward)

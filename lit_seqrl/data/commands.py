@@ -1,4 +1,4 @@
-"""``lit-seqrl data collect | info | list``."""
+"""``lit-seqrl data collect | import | info | list``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,52 @@ from rich.table import Table
 
 from lit_seqrl.data.collect import collect_dataset
 from lit_seqrl.data.episodes import load_offline_dataset
+from lit_seqrl.data.importers import import_dataset
 
 
-def collect(dataset_id: str, overwrite: bool = False, num_episodes: int | None = None) -> None:
-    """Generate a built-in dataset (a progress bar shows the episodes)."""
-    data = collect_dataset(dataset_id, overwrite=overwrite, progress=True, num_episodes=num_episodes)
-    print(f"{dataset_id}: {len(data.episodes)} episodes, {data.num_steps} steps")
+def collect(
+    dataset_id: str | None = None,
+    overwrite: bool = False,
+    num_episodes: int | None = None,
+    policy: str | None = None,
+    env: str | None = None,
+    id: str | None = None,
+    episodes: int = 100,
+    seed: int = 0,
+    action_noise: float = 0.0,
+    epsilon: float = 0.0,
+    target_return: float | None = None,
+    mode: str | None = None,
+) -> None:
+    """Generate a built-in dataset, or roll out ``policy`` into dataset ``id`` (a progress bar shows the episodes)."""
+    if policy is not None:
+        from lit_seqrl.data.policies import collect_with_policy
+
+        dataset_id = id or dataset_id
+        if dataset_id is None:
+            raise ValueError("--policy needs --id, the dataset id to store the rollouts as")
+        data = collect_with_policy(
+            policy, dataset_id, env, episodes, seed, action_noise, epsilon, target_return, mode, overwrite
+        )
+    elif dataset_id is None:
+        raise ValueError("name a built-in dataset to generate, or a --policy to roll out (with --id)")
+    else:
+        data = collect_dataset(dataset_id, overwrite=overwrite, progress=True, num_episodes=num_episodes)
+    returns = [e.total_return for e in data.episodes]
+    print(
+        f"{dataset_id}: {len(data.episodes)} episodes, {data.num_steps} steps, "
+        f"return mean {sum(returns) / len(returns):.2f}"
+    )
+
+
+def import_(file: str, id: str, env: str | None = None, overwrite: bool = False) -> None:
+    """Store a D4RL-style HDF5 file or pickled trajectory list as minari dataset ``id``."""
+    summary = import_dataset(file, id, env, overwrite=overwrite)
+    print(
+        f"{summary.dataset_id}: {summary.episodes} episodes ({summary.terminated} terminated, "
+        f"{summary.truncated} truncated), {summary.steps} steps, env {summary.env_id or '-'}"
+    )
+    print(f"train on it with: --data.dataset={summary.dataset_id}")
 
 
 def info(dataset_id: str) -> None:

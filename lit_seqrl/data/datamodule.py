@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from lit_seqrl.data.collect import ensure_dataset
 from lit_seqrl.data.episodes import OfflineDataset, describe_dataset, load_offline_dataset
+from lit_seqrl.data.loader import ResumableDataLoader
 from lit_seqrl.data.windows import TrajectoryWindows, collate_windows, observation_stats, split_episodes
 from lit_seqrl.evaluation.scores import reference_for
 
@@ -141,7 +142,8 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         }
 
     def _loader(self, dataset: TrajectoryWindows) -> DataLoader:
-        return DataLoader(
+        # Resumable: a run resumed mid-epoch continues the epoch's windows instead of restarting it.
+        return ResumableDataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=False,  # windows are already random draws; a sampler only shards them

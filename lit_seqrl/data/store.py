@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import gymnasium as gym
 import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
@@ -33,18 +34,22 @@ __all__ = ["dataset_lock", "is_stored", "write_dataset", "write_locked"]
 def write_dataset(
     dataset_id: str,
     episodes: Sequence[Episode],
-    env_id: str,
+    env_id: str | None,
     *,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
     description: str | None = None,
     algorithm_name: str | None = None,
     overwrite: bool = False,
+    observation_space: gym.spaces.Space | None = None,
+    action_space: gym.spaces.Space | None = None,
 ) -> None:
     """Store ``episodes`` (e.g. from ``rollout_policy``) as minari dataset ``dataset_id``, atomically.
 
     Give both reference scores or neither. Raises FileExistsError if the id exists and not
-    ``overwrite``.
+    ``overwrite``. Without spaces, the env ``env_id`` is built to read them (and its spec is
+    stored); with both spaces given it is not built, which lets data be stored for an env whose
+    dependencies are missing here: ``env_id`` (may be None) is then stored as the evaluation env.
     """
     with dataset_lock(dataset_id):
         write_locked(
@@ -56,6 +61,8 @@ def write_dataset(
             description=description,
             algorithm_name=algorithm_name,
             overwrite=overwrite,
+            observation_space=observation_space,
+            action_space=action_space,
         )
 
 
@@ -107,13 +114,15 @@ def _minari_root(path: Path) -> Iterator[None]:
 def write_locked(
     dataset_id: str,
     episodes: Sequence[Episode],
-    env_id: str,
+    env_id: str | None,
     *,
     ref_min_score: float | None,
     ref_max_score: float | None,
     description: str | None,
     algorithm_name: str | None,
     overwrite: bool,
+    observation_space: gym.spaces.Space | None = None,
+    action_space: gym.spaces.Space | None = None,
 ) -> None:
     """``write_dataset`` for a caller that already holds ``dataset_lock(dataset_id)``.
 
@@ -122,6 +131,19 @@ def write_locked(
     if (ref_min_score is None) != (ref_max_score is None):
         # minari would otherwise estimate the missing one with 100 random-policy episodes.
         raise ValueError("give both ref_min_score and ref_max_score, or neither")
+    if (observation_space is None) != (action_space is None):
+        raise ValueError("give both observation_space and action_space, or neither")
+    if observation_space is None and env_id is None:
+        raise ValueError("give an env id or both spaces")
+    if observation_space is not None and env_id is not None and ref_max_score is not None:
+        # minari builds the evaluation env whenever reference scores come with one.
+        raise ValueError("reference scores with an env id need an env that can be built; give no spaces")
+    # minari builds the env it is given; with explicit spaces only the evaluation env's id is kept.
+    env_kwargs: dict[str, object] = (
+        {"env": env_id}
+        if observation_space is None
+        else {"env": None, "observation_space": observation_space, "action_space": action_space}
+    )
     if not episodes:
         raise ValueError(f"no episodes to write for {dataset_id!r}")
     root = datasets_root()
@@ -141,14 +163,15 @@ def write_locked(
             warnings.filterwarnings(
                 "ignore", message=r"`(code_permalink|author|author_email)` is set to None"
             )
+            warnings.filterwarnings("ignore", message=r"(`eval_env` is set to None|env_spec is None)")
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
                 buffer=buffers,
-                env=env_id,
+                **env_kwargs,
                 eval_env=env_id,
                 algorithm_name=algorithm_name or "unspecified",
                 author="lit-seqrl",
-                description=description or f"episodes collected in {env_id}",
+                description=description or f"episodes collected in {env_id or 'an unnamed env'}",
                 ref_min_score=ref_min_score,
                 ref_max_score=ref_max_score,
             )

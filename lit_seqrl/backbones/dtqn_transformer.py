@@ -1,0 +1,195 @@
+"""The DTQN transformer decoder (Esslinger, Platt & Amato, 2022), with its two ablation switches.
+
+A causal self-attention stack like GPT's, where each sub-layer's output is merged into the stream
+by a *combine* step:
+
+* ``gate="residual"``: ``x + y`` (the paper's default);
+* ``gate="gru"``: the GRU-style gate of GTrXL (Parisotto et al., 2020), initialised close to the
+  identity map (update-gate bias ``-2``).
+
+``identity_map_reordering=False`` (the paper's default) normalises *after* each combine
+(post-LN). ``True`` moves the LayerNorm in front of each sub-layer, applies a ReLU to its output
+before the combine, and adds a final LayerNorm: the "identity map reordering" of GTrXL.
+
+No positional information is added here; the agent adds its learned position embeddings.
+``step`` keeps a key/value cache of ``max_seq_len`` entries per layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_seqrl.backbones.base import Backbone, State
+
+
+class GRUGate(nn.Module):
+    """GTrXL gate ``g(x, y)``: ``r = σ(W_r y + U_r x)``, ``z = σ(W_z y + U_z x + b_z)``,
+    ``h = tanh(W_g y + U_g (r ⊙ x))``, ``g = (1 - z) ⊙ x + z ⊙ h`` with ``b_z = -2`` initially."""
+
+    def __init__(self, d_model: int, bias_init: float = -2.0) -> None:
+        super().__init__()
+        self.w = nn.Linear(d_model, 3 * d_model)  # W_r, W_z, W_g applied to the sub-layer output y
+        self.u_rz = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z applied to the stream x
+        self.u_g = nn.Linear(d_model, d_model, bias=False)
+        with torch.no_grad():
+            self.w.bias.zero_()
+            self.w.bias[d_model : 2 * d_model].fill_(bias_init)  # start near the identity map
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        wr, wz, wg = self.w(y).chunk(3, dim=-1)
+        ur, uz = self.u_rz(x).chunk(2, dim=-1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz)
+        h = torch.tanh(wg + self.u_g(r * x))
+        return (1 - z) * x + z * h
+
+
+class Residual(nn.Module):
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return x + y
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, L, _ = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # (B L 3 H hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B H L hd)
+        return q, k, v
+
+    def _merge(self, y: Tensor) -> Tensor:
+        B, _, L, _ = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, L, -1))  # (B L D)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        q, k, v = self._heads(x)  # (B H L hd)
+        p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        return self._merge(y)
+
+    def step(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One token ``x (B, 1, D)``; caches ``(B, H, T, hd)``; ``pos (B,)`` the slot it fills."""
+        q, k, v = self._heads(x)  # (B H 1 hd)
+        rows = torch.arange(x.shape[0], device=x.device)
+        k_cache, v_cache = k_cache.clone(), v_cache.clone()
+        k_cache[rows, :, pos] = k[:, :, 0]
+        v_cache[rows, :, pos] = v[:, :, 0]
+        visible = torch.arange(k_cache.shape[2], device=x.device)[None, :] <= pos[:, None]  # (B T)
+        y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible[:, None, None, :])
+        return self._merge(y), k_cache, v_cache  # (B 1 D)
+
+
+class DTQNBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, gate: str, pre_norm: bool) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.ff = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.ReLU(), nn.Linear(4 * d_model, d_model))
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.combine1, self.combine2 = (
+            (GRUGate(d_model), GRUGate(d_model)) if gate == "gru" else (Residual(), Residual())
+        )
+        self.drop = nn.Dropout(dropout)
+
+    # The block is split around the attention call so that forward and the cached step share it.
+    def attention_input(self, x: Tensor) -> Tensor:
+        return self.ln1(x) if self.pre_norm else x
+
+    def finish(self, x: Tensor, attn_out: Tensor) -> Tensor:
+        """Combine the attention output into the stream, then the feed-forward sub-layer."""
+        if self.pre_norm:  # identity map reordering
+            x = self.combine1(x, F.relu(self.drop(attn_out)))
+            return self.combine2(x, F.relu(self.drop(self.ff(self.ln2(x)))))
+        x = self.ln1(self.combine1(x, self.drop(attn_out)))
+        return self.ln2(self.combine2(x, self.drop(self.ff(x))))
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        return self.finish(x, self.attn(self.attention_input(x), attn_mask))
+
+
+class DTQNTransformer(Backbone):
+    """DTQN's transformer decoder as a backbone.
+
+    Args:
+        d_model: token width (the paper uses 128).
+        n_layers: number of blocks (paper: 2).
+        n_heads: attention heads (paper: 8).
+        dropout: dropout on sub-layer outputs and attention weights (paper: 0).
+        gate: ``"residual"`` or ``"gru"`` combine step.
+        identity_map_reordering: pre-LN blocks with ReLU before the combine and a final LayerNorm.
+        max_seq_len: key/value cache length for :meth:`step`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 2,
+        n_heads: int = 8,
+        dropout: float = 0.0,
+        gate: str = "residual",
+        identity_map_reordering: bool = False,
+        max_seq_len: int = 512,
+    ) -> None:
+        super().__init__(d_model)
+        if gate not in ("residual", "gru"):
+            raise ValueError(f"gate must be 'residual' or 'gru', got {gate!r}")
+        self.n_layers, self.n_heads, self.max_seq_len = n_layers, n_heads, max_seq_len
+        self.blocks = nn.ModuleList(
+            DTQNBlock(d_model, n_heads, dropout, gate, identity_map_reordering) for _ in range(n_layers)
+        )
+        self.ln_f = nn.LayerNorm(d_model) if identity_map_reordering else nn.Identity()
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D) -> (B, L, D)``; ``mask (B, L)`` True for real tokens (keys only)."""
+        attn_mask = None
+        if mask is not None and not bool(mask.all()):
+            L = x.shape[1]
+            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            # Every query keeps its own key so that a padded query never has an empty softmax.
+            keys = mask.to(torch.bool)[:, None, None, :] | torch.eye(L, dtype=torch.bool, device=x.device)
+            attn_mask = causal & keys  # (B 1 L L)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.ln_f(x)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        shape = (batch_size, self.n_layers, self.n_heads, self.max_seq_len, self.d_model // self.n_heads)
+        return {
+            "k": torch.zeros(shape, device=device, dtype=dtype),
+            "v": torch.zeros(shape, device=device, dtype=dtype),
+            "pos": torch.zeros(batch_size, dtype=torch.long, device=device),
+        }
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token ``x_t (B, D)``; raises if a row's cache already holds ``max_seq_len`` tokens."""
+        pos = state["pos"]
+        if bool((pos >= self.max_seq_len).any()):
+            raise RuntimeError(f"key/value cache is full ({self.max_seq_len} tokens); raise max_seq_len")
+        x = x_t.unsqueeze(1)  # (B 1 D)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            y, k, v = block.attn.step(block.attention_input(x), state["k"][:, i], state["v"][:, i], pos)
+            x = block.finish(x, y)
+            ks.append(k)
+            vs.append(v)
+        new_state = {
+            "k": torch.stack(ks, dim=1),
+            "v": torch.stack(vs, dim=1),
+            "pos": pos + 1,
+        }  # (B layers H T hd)
+        return self.ln_f(x[:, 0]), new_state

@@ -1,0 +1,213 @@
+"""MambaDM (Cao et al. 2024, "Mamba as Decision Maker: Exploring Multi-scale Sequence Modeling in
+Offline Reinforcement Learning"): every layer fuses a global and a local view of the tokens.
+
+What the paper says, and what we take from it:
+
+* RL trajectories have *local* correlation (in an MDP the next state follows from the current
+  state and action alone) and *global* correlation (each step relates to the long-term history).
+  Its mixer, GLoMa (Global-Local fusion Mamba), extracts both per layer and fuses them. -> Each
+  of our blocks has a global and a local branch and fuses them, inside a pre-norm residual block
+  like Decision Mamba's.
+* The global branch is a Mamba over the whole token sequence. -> ``MambaMixer`` of
+  :mod:`lit_seqrl.backbones.mamba` (official parameter layout), unchanged.
+* The paper's local branch models short sub-sequences of the trajectory (its eigenvalue analysis
+  of the Mamba matrices of both branches suggests a Mamba there too). No reference code is public,
+  and the exact sub-sequence split is not reproducible from the paper alone, so ours is our own
+  choice: a gated depthwise causal convolution over the last ``local_window`` tokens
+  (``in_proj -> conv -> silu``, gated by ``silu(z)``, ``-> out_proj``; Mamba's block with the SSM
+  removed). Reasons: (1) its receptive field is exactly ``local_window`` tokens, so "local" is a
+  tested property (output ``t`` ignores token ``t - local_window`` and earlier); (2) it steps in
+  O(1) with a rolling buffer, whereas a Mamba restarted on fixed chunks depends on where a window
+  starts; (3) Decision ConvFormer (Kim et al. 2024) showed that such a local filter alone captures
+  the local Markov structure. The default window, 6 tokens, is DC's MuJoCo window: the current and
+  the previous (R, s, a) step of the interleaved layout.
+* Fusion: the paper fuses the two feature streams per layer; the operator is a config choice here.
+  ``"sum"`` adds the branches; ``"gate"`` mixes them with a per-token, per-channel gate
+  ``a = σ(W [g; l] + b)``, ``y = a·g + (1-a)·l``, zero-initialised so it starts as the average and
+  learns where to trust which scale. On Pendulum both scored the same within seed noise
+  (``experiments/README.md``), so the default is the simpler ``"sum"``.
+* The paper reports that a larger MambaDM does not help but more data does: our defaults stay
+  DMamba-sized (3 layers).
+
+``step`` carries per layer the global mixer's conv and SSM states and the local branch's last
+``local_window`` inputs ``(B, E, W)``: O(1) per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, Norm, make_norm
+from lit_seqrl.ops.backend import Backend
+from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
+
+Fusion = Literal["gate", "sum"]
+
+
+@dataclass
+class MambaDMConfig(MambaConfig):
+    local_window: int = 6  # W: tokens the local branch sees (current + W-1 before)
+    local_expand: int = 1  # local branch width = local_expand * d_model
+    fusion: Fusion = "sum"
+
+
+class LocalMixer(nn.Module):
+    """Short-range branch ``(B, L, d_model) -> (B, L, d_model)``: output ``t`` sees tokens ``t-W+1 .. t``."""
+
+    def __init__(self, cfg: MambaDMConfig) -> None:
+        super().__init__()
+        d_inner = cfg.local_expand * cfg.d_model
+        self.d_inner, self.window, self.backend = d_inner, cfg.local_window, cfg.backend
+        self.in_proj = nn.Linear(cfg.d_model, 2 * d_inner, bias=cfg.bias)  # -> x, z (gate)
+        bound = 1 / math.sqrt(cfg.local_window)  # nn.Conv1d's default init for a depthwise filter
+        self.conv_weight = nn.Parameter(
+            torch.empty(d_inner, cfg.local_window).uniform_(-bound, bound)
+        )  # (E W)
+        self.conv_bias = nn.Parameter(torch.empty(d_inner).uniform_(-bound, bound))  # (E)
+        self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
+        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
+        if keep is not None:
+            x = x * keep  # padded steps contribute zeros, as before the start of an unpadded sequence
+        x = causal_conv1d(x, self.conv_weight, self.conv_bias, "silu", self.backend)  # (B E L)
+        return self.out_proj((x * F.silu(z)).transpose(1, 2))  # (B L d_model)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> Tensor:
+        return torch.zeros(batch_size, self.d_inner, self.window, device=device, dtype=dtype)  # (B E W)
+
+    def step(self, hidden: Tensor, buf: Tensor) -> tuple[Tensor, Tensor]:
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # 2 x (B E)
+        x, buf = causal_conv1d_update(x, buf, self.conv_weight, self.conv_bias, "silu", self.backend)
+        return self.out_proj(x * F.silu(z)), buf
+
+
+class GlobalLocalBlock(nn.Module):
+    """``x <- x + Fuse(GlobalMamba(Norm(x)), Local(Norm(x)))``."""
+
+    def __init__(self, cfg: MambaDMConfig) -> None:
+        super().__init__()
+        if cfg.fusion not in ("gate", "sum"):
+            raise ValueError(f"fusion must be 'gate' or 'sum', got {cfg.fusion!r}")
+        self.fusion = cfg.fusion
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.global_mixer = MambaMixer(cfg)
+        self.local_mixer = LocalMixer(cfg)
+        if cfg.fusion == "gate":
+            self.gate = nn.Linear(2 * cfg.d_model, cfg.d_model)
+            nn.init.zeros_(self.gate.weight)  # a = 0.5 at init: start from the average of both scales
+            nn.init.zeros_(self.gate.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def fuse(self, g: Tensor, loc: Tensor) -> Tensor:
+        """Global ``g`` and local ``loc`` features ``(..., D)`` -> fused ``(..., D)``."""
+        if self.fusion == "sum":
+            return g + loc
+        a = torch.sigmoid(self.gate(torch.cat([g, loc], dim=-1)))  # (... D) trust in the global view
+        return a * g + (1 - a) * loc
+
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``; ``keep (B, 1, L)`` zeroes padded steps in both branches."""
+        h = self.norm(x)
+        g = self.global_mixer(h, keep)  # (B L D)
+        loc = self.local_mixer(h, keep)  # (B L D)
+        return x + self.dropout(self.fuse(g, loc))
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        h = self.norm(x_t)
+        g, glob = self.global_mixer.step(h, state["global"])
+        loc, buf = self.local_mixer.step(h, state["local"])
+        return x_t + self.dropout(self.fuse(g, loc)), {"global": glob, "local": buf}
+
+
+class MambaDM(Backbone):
+    """Stack of ``n_layers`` global-local blocks and a final norm (MambaDM's backbone).
+
+    Args:
+        d_model: token width.
+        n_layers: number of blocks.
+        local_window: tokens the local branch sees (the current one and ``local_window - 1`` before).
+        local_expand: local branch width in multiples of ``d_model``.
+        fusion: ``"sum"`` or ``"gate"`` (learned per-token convex mix).
+        Other arguments: the global Mamba mixer's, as :class:`lit_seqrl.backbones.mamba.MambaConfig`.
+
+    ``mask`` (``(B, L)``, True = real token, padding on the left): both branches see zeros at
+    padded steps, so real tokens get the outputs of the unpadded sequence.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int = 3,
+        local_window: int = 6,
+        local_expand: int = 1,
+        fusion: Fusion = "sum",
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | Literal["auto"] = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        norm: Norm = "rmsnorm",
+        norm_eps: float = 1e-5,
+        dropout: float = 0.0,
+        ssm_lr_scale: float | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        super().__init__(d_model)
+        if local_window < 1 or local_expand < 1:
+            raise ValueError(
+                f"local_window and local_expand must be >= 1, got {local_window}, {local_expand}"
+            )
+        args = locals()
+        self.config = cfg = MambaDMConfig(**{f.name: args[f.name] for f in fields(MambaDMConfig)})
+        self.layers = nn.ModuleList(GlobalLocalBlock(cfg) for _ in range(n_layers))
+        self.norm_f = make_norm(norm, d_model, norm_eps)
+        with torch.no_grad():  # as mamba_ssm's rescale_prenorm_residual: residual outputs shrink with depth
+            for block in self.layers:
+                block.global_mixer.out_proj.weight /= math.sqrt(n_layers)
+                block.local_mixer.out_proj.weight /= math.sqrt(n_layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
+        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L), channels-first branches
+        for block in self.layers:
+            x = block(x, keep)
+        return self.norm_f(x)
+
+    def local_features(self, x: Tensor, layer: int = 0) -> Tensor:
+        """The local branch's output ``(B, L, D)`` of block ``layer`` for that block's input ``x``."""
+        block = self.layers[layer]
+        return block.local_mixer(block.norm(x))
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """Per layer ``{"global": {"conv", "ssm"}, "local": (B, local_expand * d_model, local_window)}``."""
+        return [
+            {
+                "global": block.global_mixer.init_state(batch_size, device, dtype),
+                "local": block.local_mixer.init_state(batch_size, device, dtype),
+            }
+            for block in self.layers
+        ]
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
+        new_state = []
+        for block, s in zip(self.layers, state):
+            x_t, s = block.step(x_t, s)
+            new_state.append(s)
+        return self.norm_f(x_t), new_state

@@ -1,0 +1,97 @@
+"""Context length (DT paper, Table 5): the same agent with K = 1 vs K = 20 steps of history.
+
+The DT paper found K = 1 much worse on Atari (frame stacks are not Markov); on a Markov task
+such as Pendulum the history may not matter. Every variant runs at every K of ``contexts``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lit_seqrl.experiments.runner import (
+    ExperimentConfig,
+    RunSpec,
+    budget_line,
+    fmt,
+    group,
+    headline,
+    markdown_table,
+    mean_std,
+    pyplot,
+    score_key,
+    slug,
+)
+
+
+def contexts(cfg: ExperimentConfig) -> list[int]:
+    return [int(k) for k in cfg.extra.get("contexts", [1, 20])]
+
+
+def specs(cfg: ExperimentConfig) -> list[RunSpec]:
+    return [
+        cfg.run_spec(
+            f"{variant}-k{k}-{dataset}",
+            {"variant": variant, "dataset": dataset, "K": k},
+            variant,
+            dataset,
+            data={"context_len": k},
+        )
+        for dataset in cfg.datasets
+        for variant in cfg.variants
+        for k in contexts(cfg)
+    ]
+
+
+def report(
+    cfg: ExperimentConfig, results: list[dict[str, Any]], seeds: list[int], out: Path
+) -> tuple[str, list[Path]]:
+    key = score_key(results)
+    by_cell = group(results, "dataset", "variant", "K")
+    header = ["dataset", "variant", "K", "return", "normalized score"]
+    rows = []
+    for (dataset, variant, k), records in by_cell.items():
+        ret = mean_std([headline(r) for r in records])
+        norm = mean_std([headline(r, "normalized_score") for r in records])
+        rows.append([dataset, variant, str(k), fmt(ret), fmt(norm)])
+    parts = ["# Context length K", "", budget_line(cfg, seeds, results), ""]
+    parts += ["Returns at each dataset's target return (the first of the config's).", ""]
+    parts += [markdown_table(header, rows), ""]
+    plots = []
+    for dataset in cfg.datasets:
+        path = _plot(cfg, by_cell, dataset, key, out / f"context-{slug(dataset)}.png")
+        if path is not None:
+            plots.append(path)
+            parts += [f"![context length on {dataset}]({path.name})", ""]
+    return "\n".join(parts), plots
+
+
+def _plot(cfg: ExperimentConfig, by_cell: dict, dataset: str, key: str, path: Path) -> Path | None:
+    plt = pyplot()
+    if plt is None:
+        return None
+    ks = contexts(cfg)
+    variants = list(cfg.variants)
+    width = 0.8 / len(ks)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 1.6 * len(variants)), 4))
+    for j, k in enumerate(ks):
+        stats = [mean_std([headline(r, key) for r in by_cell.get((dataset, v, k), [])]) for v in variants]
+        x = np.arange(len(variants)) + (j - (len(ks) - 1) / 2) * width
+        ax.bar(
+            x,
+            [np.nan if s is None else s[0] for s in stats],
+            width,
+            yerr=[0 if s is None else s[1] for s in stats],
+            capsize=3,
+            label=f"K = {k}",
+        )
+    ax.set_xticks(np.arange(len(variants)), variants)
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(f"Context length: {dataset}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,217 @@
+"""DQN / DRQN / DTQN agent: targets, intermediate-Q loss, acting with a capped history, Lightning fit."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from lit_seqrl.agents.base import load_agent
+from lit_seqrl.agents.dtqn import DTQNAgent, double_dqn_targets, intermediate_q_loss
+from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
+from lit_seqrl.registry import list_backbones, register_backbone
+
+TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
+BACKBONES = {
+    "dqn": None,
+    "drqn": {"name": "lstm", "d_model": 16},
+    "dtqn": TINY,
+    "dtqn_gated": {"name": "dtqn_transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "gate": "gru"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny networks: a second thread only adds synchronisation cost.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    if "dtqn_transformer" not in list_backbones():  # until its entry point is installed
+        register_backbone("dtqn_transformer")(DTQNTransformer)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_agent(kind: str, **kwargs) -> DTQNAgent:
+    spec = BACKBONES[kind]
+    defaults = dict(
+        env_id="lit_seqrl/HeavenHell-v0",
+        history="none" if spec is None else "context",
+        backbone=spec,
+        d_model=16,
+        context_len=8,
+        batch_size=8,
+        learning_starts=40,
+        target_update_interval=5,
+        eps_decay_steps=10,
+        batches_per_epoch=12,
+    )
+    return DTQNAgent(**{**defaults, **kwargs})
+
+
+# ---------------------------------------------------------------- targets and loss
+def test_double_dqn_targets_by_hand() -> None:
+    q_online = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.0, 1.0]])  # argmax: 0, 0, 1
+    q_target = torch.tensor([[5.0, 7.0], [4.0, 9.0], [2.0, 6.0]])
+    rewards = torch.tensor([1.0, -1.0, 0.5])
+    dones = torch.tensor([0.0, 1.0, 0.0])
+    y = double_dqn_targets(q_online, q_target, rewards, dones, gamma=0.5)
+    # row 0: 1 + 0.5 * Q_target[0, argmax online = 0] = 1 + 2.5; row 1: terminal -> -1; row 2: 0.5 + 0.5 * 6
+    torch.testing.assert_close(y, torch.tensor([3.5, -1.0, 3.5]))
+    y_dqn = double_dqn_targets(None, q_target, rewards, dones, gamma=0.5)  # max over the target net
+    torch.testing.assert_close(y_dqn, torch.tensor([4.5, -1.0, 3.5]))
+
+
+def test_intermediate_q_loss_uses_every_real_position_and_no_padding() -> None:
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 3, requires_grad=True)
+    actions = torch.tensor([[0, 1, 2, 0], [2, 2, 1, 1]])
+    targets = torch.randn(2, 4) + 5.0  # far from q: every real position has a TD error
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    loss = intermediate_q_loss(q, actions, targets, mask)
+    q_taken = q.gather(-1, actions[..., None])[..., 0]
+    torch.testing.assert_close(loss, ((q_taken - targets)[mask] ** 2).mean())
+    loss.backward()
+    grad_taken = q.grad.gather(-1, actions[..., None])[..., 0]
+    assert (grad_taken[mask] != 0).all(), "every real position contributes"
+    assert (q.grad[~mask] == 0).all(), "padded positions get no gradient"
+
+
+def test_loss_through_the_network_ignores_right_padding() -> None:
+    agent = tiny_agent("dtqn")
+    obs = torch.randn(2, 5, agent.obs_dim, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    q = agent(obs)
+    loss = intermediate_q_loss(q, torch.zeros(2, 5, dtype=torch.long), torch.full((2, 5), 3.0), mask)
+    loss.backward()
+    per_step = obs.grad.abs().sum(-1)  # (B L)
+    assert (per_step[mask] > 0).all() and (per_step[~mask] == 0).all()
+
+
+# ---------------------------------------------------------------- acting
+@pytest.mark.parametrize("kind", ["drqn", "dtqn", "dtqn_gated"])
+@pytest.mark.parametrize("mode", ["recurrent", "window"])
+def test_actor_matches_forward_on_its_capped_history(kind: str, mode: str) -> None:
+    torch.manual_seed(0)
+    K = 6
+    agent = tiny_agent(kind, context_len=K).eval()
+    actor = agent.make_actor(mode)
+    n, rng = 3, np.random.default_rng(0)
+    actor.reset(np.ones(n, dtype=bool))
+    histories: list[list[np.ndarray]] = [[] for _ in range(n)]
+    lengths = set()
+    for t in range(3 * K):
+        obs = rng.standard_normal((n, agent.obs_dim)).astype(np.float32)
+        if t in (4, 11):  # row 1 starts a new episode; the other rows carry on
+            actor.reset(np.array([False, True, False]))
+            histories[1] = []
+        for i in range(n):
+            histories[i].append(obs[i])
+        q = actor.q_values(obs)
+        for i in range(n):
+            kept = K if mode == "window" else int(actor.n_tok[i])
+            context = np.stack(histories[i][-kept:])
+            lengths.add(len(context))
+            q_ref = agent(torch.as_tensor(context)[None])[0, -1]
+            torch.testing.assert_close(q[i], q_ref, rtol=1e-4, atol=1e-5)
+    assert max(lengths) == K and (mode == "window" or min(lengths) == 1)
+    if mode == "recurrent":
+        assert int(actor.n_tok.min()) >= 1 and int(actor.n_tok.max()) <= K
+
+
+# ---------------------------------------------------------------- Lightning loop
+def fit(agent: DTQNAgent, steps: int = 20, **trainer_kwargs) -> L.Trainer:
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **trainer_kwargs,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(agent)
+    return trainer
+
+
+@pytest.mark.parametrize("kind", ["dqn", "drqn", "dtqn", "dtqn_gated"])
+def test_short_fit(kind: str) -> None:
+    L.seed_everything(0, verbose=False)
+    agent = tiny_agent(kind)
+    trainer = fit(agent)
+    assert trainer.global_step == 20
+    assert agent._collector is not None and agent._collector.env_steps >= 40 + 20
+    for key in ("train/loss", "train/epsilon", "train/q_mean"):
+        assert torch.isfinite(trainer.callback_metrics[key])
+    # synced at step 20 (interval 5): the target network equals the online one
+    for p, p_target in zip(agent.q_net.parameters(), agent.target_net.parameters()):
+        assert torch.equal(p, p_target)
+    assert agent.epsilon() == pytest.approx(0.1)
+    report = agent.evaluate_policy(episodes=3, num_envs=2, seed=0)
+    json.dumps(report)
+    assert report["episodes"] == 3 and report["mode"] == ("markov" if kind == "dqn" else "recurrent")
+    row = report["results"][0]
+    assert {"return_mean", "return_std", "length_mean", "success_rate"} <= row.keys()
+    assert 0.0 <= row["success_rate"] <= 1.0
+
+
+def test_target_network_lags_between_syncs() -> None:
+    agent = tiny_agent("dqn", target_update_interval=1_000, lr=1e-2)
+    fit(agent, steps=5)
+    assert any(not torch.equal(p, q) for p, q in zip(agent.q_net.parameters(), agent.target_net.parameters()))
+
+
+def test_checkpoint_rebuilds_the_agent(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    agent = tiny_agent("dtqn", env_id="lit_seqrl/MemoryCards-v0", eval_episodes=2, batches_per_epoch=5)
+    trainer = fit(agent, steps=5)
+    assert "eval/return" in trainer.callback_metrics  # rollouts at the end of each epoch
+    path = tmp_path / "agent.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_agent(str(path))
+    assert isinstance(loaded, DTQNAgent)
+    obs = torch.randn(2, 4, agent.obs_dim)
+    agent.eval()
+    torch.testing.assert_close(loaded(obs), agent(obs))
+    a = agent.evaluate_policy(episodes=2, num_envs=2, seed=3)
+    b = loaded.evaluate_policy(episodes=2, num_envs=2, seed=3)
+    assert a["results"] == b["results"]
+    assert loaded.evaluate_policy(episodes=1, mode="window")["mode"] == "window"
+
+
+def test_rejects_bad_configuration() -> None:
+    with pytest.raises(ValueError):
+        tiny_agent("dtqn", history="full")
+    with pytest.raises(TypeError):
+        DTQNAgent(env_id="Pendulum-v1", history="none")  # continuous actions
+
+
+@pytest.mark.parametrize("config", ["dqn_carflag.yaml", "drqn_heavenhell.yaml", "dtqn_carflag.yaml"])
+def test_configs_fit_through_the_cli(config: str, tmp_path: Path) -> None:
+    from lit_seqrl.cli import main
+
+    path = Path(__file__).resolve().parents[1] / "configs" / config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(
+            [
+                "fit",
+                "--config",
+                str(path),
+                "--trainer.max_steps=3",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.logger=false",
+                "--trainer.enable_checkpointing=false",
+                "--trainer.enable_progress_bar=false",
+                "--model.init_args.learning_starts=20",
+                "--model.init_args.batches_per_epoch=3",
+                "--model.init_args.eval_episodes=1",
+            ]
+        )
