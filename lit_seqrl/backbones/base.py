@@ -13,6 +13,7 @@ Every backbone (built-in or from a plugin package) subclasses :class:`Backbone`:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +75,20 @@ class Backbone(nn.Module):
             return torch.where(rows, new.to(old.dtype), old)
 
         return tree_map(pick, state, fresh)
+
+
+def step_blocks(
+    blocks: Iterable[nn.Module], x_t: Tensor, states: Sequence[State]
+) -> tuple[Tensor, list[State]]:
+    """Run one token ``x_t (B, D)`` through residual blocks that each have ``step(x_t, state)``.
+
+    Returns the output of the last block and the list of new per-block states.
+    """
+    new_states = []
+    for block, state in zip(blocks, states):
+        x_t, state = block.step(x_t, state)
+        new_states.append(state)
+    return x_t, new_states
 
 
 def mark_parameters(

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, mark_parameters
+from lit_seqrl.backbones.base import Backbone, State, mark_parameters, step_blocks
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.selective_scan import selective_scan, selective_state_update
@@ -213,8 +213,5 @@ class MambaBackbone(Backbone):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        new_state = []
-        for block, s in zip(self.layers, state):
-            x_t, s = block.step(x_t, s)
-            new_state.append(s)
+        x_t, new_state = step_blocks(self.layers, x_t, state)
         return self.norm_f(x_t), new_state

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, mark_parameters
+from lit_seqrl.backbones.base import Backbone, State, mark_parameters, step_blocks
 from lit_seqrl.backbones.mamba import Norm, inverse_softplus_dt, make_norm
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
 from lit_seqrl.backbones.transformer import attention_mask
@@ -236,10 +236,7 @@ class Mamba2Backbone(Backbone):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        new_state = []
-        for block, s in zip(self.layers, state):
-            x_t, s = block.step(x_t, s)
-            new_state.append(s)
+        x_t, new_state = step_blocks(self.layers, x_t, state)
         return self.norm_f(x_t), new_state
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.backbones.base import Backbone, State, step_blocks
 from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, Norm, make_norm
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
@@ -206,8 +206,5 @@ class MambaDM(Backbone):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        new_state = []
-        for block, s in zip(self.layers, state):
-            x_t, s = block.step(x_t, s)
-            new_state.append(s)
+        x_t, new_state = step_blocks(self.layers, x_t, state)
         return self.norm_f(x_t), new_state
