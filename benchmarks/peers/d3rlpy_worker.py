@@ -102,8 +102,10 @@ class Worker:
 
         raw = np.load(data_path)
         self.spec = json.loads(str(raw["spec"]))
+        import d3rlpy
+
         torch.set_num_threads(int(self.spec["threads"]))
-        torch.manual_seed(self.spec["seed"])
+        d3rlpy.seed(self.spec["seed"])  # python, numpy (its batch sampler) and torch
         self.data = {k: raw[k] for k in raw.files if k != "spec"}
         self.out = out
         self.dataset = make_dataset(self.data, self.spec)
