@@ -107,6 +107,9 @@ def test_window_and_recurrent_acting_agree_within_the_first_window(layout, spec)
     """Before the context is full, window mode (left-padded, masked) sees exactly what the
     recurrent state has seen since the episode start, so both choose the same actions."""
     agent = _agent(spec, token_layout=layout)
+    # The GPT-2 head init leaves an untrained agent's logits within float noise of each other;
+    # a wide head makes the argmax a real decision that both modes must reproduce.
+    torch.nn.init.normal_(agent.head.weight, std=1.0)
     rng = np.random.default_rng(0)
     m, K = 3, spec["context_len"]
     window, recurrent = (DecisionPolicy(agent, -150.0, mode) for mode in ("window", "recurrent"))

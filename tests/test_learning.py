@@ -1,10 +1,7 @@
-"""The default job learns: DT on the generated Pendulum mixture, conditioned on the expert return.
+"""The default job learns: DT on the generated Pendulum mixture reaches expert-level returns.
 
-The goal is a normalised score of 80 (0 = random-policy data, 100 = expert data). The default
-budget (3000 steps, about 8 minutes on 2 cores) reaches about 37 on fresh seeds today: the DT fits
-the expert's actions but drifts off the expert's states in closed loop (README, "Known
-limitations"). The bound below is the level the default config reliably clears, well above a policy
-that ignores the data (score 0), so a regression in training or evaluation still fails here.
+Measured: the best checkpoint of the default run (3000 steps, about 6.5 minutes on 2 cores)
+scores 87.8 on these fresh seeds (return -271 against the expert data's -143 and random's -1196).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from tests.helpers import REPO, run_cli
 
 
 @pytest.mark.slow
-def test_default_config_learns_pendulum_from_the_mixture(tmp_path):
+def test_default_config_reaches_normalized_score_80_on_pendulum(tmp_path):
     run_cli(
         "fit",
         "--config",
@@ -41,4 +38,4 @@ def test_default_config_learns_pendulum_from_the_mixture(tmp_path):
         "-140",
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])["results"][0]
-    assert result["normalized_score"] >= 25, result
+    assert result["normalized_score"] >= 80, result

@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 import lit_seqrl.envs  # noqa: F401  (registers our environments for gym.make)
-from lit_seqrl.agents.base import SeqRLAgent, param_groups
+from lit_seqrl.agents.base import SeqRLAgent, adamw, param_groups
 from lit_seqrl.agents.dtqn_policy import ActMode, HistoryActor, QNetwork
 from lit_seqrl.data.online import EnvCollector, ReplayStream, flat_obs_dim
 from lit_seqrl.data.replay import EpisodicReplay
@@ -269,7 +269,7 @@ class DTQNAgent(SeqRLAgent):
         hp = self.hparams
         groups = param_groups(self.q_net, hp.weight_decay, hp.lr)
         if hp.weight_decay > 0:
-            return torch.optim.AdamW(groups, lr=hp.lr)
+            return adamw(groups, lr=hp.lr)
         return torch.optim.Adam(groups, lr=hp.lr)
 
     def configure_gradient_clipping(
