@@ -1,15 +1,15 @@
-"""Part 2 of ``vs_peers.py --experiments``: candidate speed-ups of our DT, measured side by side.
+"""Part 2 of ``vs_peers.py --experiments``: what each speed-up of our DT buys, side by side.
 
-Nothing in lit_seqrl is edited: each candidate is an option or a monkeypatch applied in this
-process to a fresh agent, so the numbers say what a change to the package would buy. Variants
-run in turn, round after round (machine load hits them alike); each row is the median.
+Nothing in lit_seqrl is edited: each variant is an option or a monkeypatch applied in this
+process to a fresh agent (undoing a shipped change, or trying one that is not shipped).
+Variants run in turn, round after round (machine load hits them alike); each row is the median.
 
-* training step (forward + backward + grad-clip + AdamW on batches already in memory):
-  one input dropout instead of two, the DT paper's ReLU MLP, unfused AdamW, bf16 autocast,
-  ``torch.compile``, thread counts, and the combinations;
+* training step (forward + backward + grad-clip + AdamW on batches already in memory): PyTorch's
+  dropout masks, GELU, the last block on every position, unfused AdamW, all of them together
+  (our step before these changes), thread counts, ``torch.compile`` and bf16 autocast;
 * the Lightning loop around it: ``Trainer.fit`` as shipped vs plain loss logging (no MeanMetric);
-* window-mode evaluation (``run_episodes`` + ``DecisionPolicy``, 10 envs): bf16 autocast,
-  ``torch.compile``, and computing the last block only for the one query the policy reads.
+* window-mode evaluation (``run_episodes`` + ``DecisionPolicy``, 10 envs): the last block on
+  every position, thread counts, bf16 autocast and ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -30,7 +31,9 @@ from torch import Tensor, nn
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.base import adamw, param_groups
 from lit_seqrl.agents.decision_policy import DecisionPolicy
-from lit_seqrl.backbones.transformer import attention_mask
+from lit_seqrl.backbones import transformer as transformer_module
+from lit_seqrl.backbones.layers import Dropout
+from lit_seqrl.backbones.transformer import CausalSelfAttention
 from lit_seqrl.evaluation.rollout import run_episodes
 
 
@@ -51,36 +54,52 @@ def make_agent(dm: Any, spec: dict[str, Any], **overrides: Any) -> DecisionAgent
     return agent
 
 
-def use_relu(agent: DecisionAgent) -> None:
-    for block in agent.backbone.blocks:
-        block.mlp[1] = nn.ReLU()
+def backbone_spec(spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    keys = ("d_model", "n_layers", "n_heads", "dropout")
+    return {"name": "transformer", **{k: spec[k] for k in keys}, **overrides}
 
 
-class FastDropout(nn.Module):
-    """Dropout whose keep-mask comes from 16-bit slices of full-range 64-bit random draws (four
-    decisions per draw) instead of ``bernoulli_`` (one draw per element, slow on CPU)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        self.threshold = round(p * 65536) - 32768  # int16 slices below it are dropped: P = p (to 2^-16)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0:
-            return x
-        n = x.numel()
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
-        bits.random_(torch.iinfo(torch.int64).min, None)  # full 64-bit range
-        keep = bits.view(torch.int16)[:n].view(x.shape) >= self.threshold
-        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v, **kw)
 
 
-def use_fast_dropout(agent: DecisionAgent) -> None:
-    """Swap every ``nn.Dropout`` module (not the attention-probability dropout inside SDPA)."""
+class _SDPAAttention(CausalSelfAttention):
+    """The attention before the cheap masks: SDPA's own dropout (``bernoulli_``) in training."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        with mock.patch.object(transformer_module, "attention", _sdpa):
+            return super().forward(*args, **kwargs)
+
+
+def use_torch_dropout(agent: DecisionAgent) -> DecisionAgent:
+    """Undo the cheap CPU masks: ``nn.Dropout`` modules and SDPA's attention dropout."""
     for module in list(agent.modules()):
         for name, child in module.named_children():
-            if isinstance(child, nn.Dropout):
-                setattr(module, name, FastDropout(child.p))
+            if isinstance(child, Dropout):
+                setattr(module, name, nn.Dropout(child.p))
+            elif isinstance(child, CausalSelfAttention):
+                child.__class__ = _SDPAAttention
+    return agent
+
+
+def use_full_last_block(agent: DecisionAgent) -> DecisionAgent:
+    """Undo ``forward_at``: the last block computes every position, then the agent picks."""
+    bb = agent.backbone
+    full = type(bb).forward_at  # with index None it computes every position
+
+    def forward_at(x: Tensor, mask: Tensor | None = None, index: slice | Tensor = slice(None)) -> Tensor:
+        return full(bb, x, mask, None)[:, index]
+
+    bb.forward_at = forward_at  # type: ignore[method-assign]
+    return agent
+
+
+def previous(dm: Any, spec: dict[str, Any]) -> DecisionAgent:
+    """Our step before this round: GELU, two input dropouts, PyTorch's masks, full last block."""
+    agent = make_agent(dm, spec, backbone=backbone_spec(spec, activation="gelu"))
+    p = spec["dropout"]
+    agent.embed_drop = nn.Sequential(nn.Dropout(p), nn.Dropout(p))  # the agent's and the backbone's
+    return use_full_last_block(use_torch_dropout(agent))
 
 
 def loss_of(agent: DecisionAgent, forward: Callable[..., Tensor], batch: dict[str, Tensor]) -> Tensor:
@@ -160,39 +179,13 @@ def print_table(
 
 
 # --------------------------------------------------------------------------- evaluation variants
-def forward_last_query(agent: DecisionAgent) -> Callable[..., Tensor]:
-    """``agent.forward`` for window-mode acting: the last block computes only the query the policy
-    reads (the newest state token); keys/values still cover the whole window. Returns (B 1 A)."""
-    bb = agent.backbone
-
-    def forward(obs: Tensor, actions: Tensor, rtg: Tensor, timesteps: Tensor, mask: Tensor) -> Tensor:
-        tokens, token_mask = agent.embed(obs, actions, rtg, timesteps, mask)  # (B T D)
-        T = tokens.shape[1]
-        am = attention_mask(token_mask, T)
-        x = bb.drop(tokens)
-        for block in bb.blocks[:-1]:
-            x = block(x, am)
-        last = bb.blocks[-1]
-        i = T - 2 if agent.hparams.token_layout == "interleaved" else T - 1  # newest state token
-        q, k, v = (t.transpose(1, 2) for t in last.attn._heads(last.ln_1(x[:, : i + 1])))  # (B H i+1 dh)
-        y = F.scaled_dot_product_attention(
-            q[:, :, i:], k, v, attn_mask=None if am is None else am[..., i : i + 1, : i + 1]
-        )
-        h = x[:, i : i + 1] + last.attn.proj(y.transpose(1, 2).reshape(x.shape[0], 1, -1))  # (B 1 D)
-        h = h + last.mlp(last.ln_2(h))
-        return agent.predict(bb.ln_f(h))
-
-    return forward
-
-
 class EvalVariant:
     def __init__(
         self, name: str, agent: DecisionAgent, spec: dict[str, Any], episodes: int, **opts: Any
     ) -> None:
         self.name, self.agent, self.spec, self.episodes = name, agent, spec, episodes
         self.bf16, self.threads = opts.get("bf16", False), opts.get("threads")
-        forward = forward_last_query(agent) if opts.get("last_query") else agent.forward
-        self.forward = torch.compile(forward) if opts.get("compile") else forward
+        self.forward = torch.compile(agent.forward) if opts.get("compile") else agent.forward
         self.returns: list[float] = []
 
     def run(self, default_threads: int) -> float:
@@ -215,8 +208,8 @@ class _Shim:
     def __init__(self, agent: DecisionAgent, forward: Callable[..., Tensor]) -> None:
         self._agent, self._forward = agent, forward
 
-    def __call__(self, *args: Tensor) -> Tensor:
-        return self._forward(*args)
+    def __call__(self, *args: Tensor, **kwargs: Any) -> Tensor:
+        return self._forward(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._agent, name)
@@ -224,11 +217,8 @@ class _Shim:
 
 # --------------------------------------------------------------------------- patches for the full run
 PATCHES = {
-    "single_input_dropout": "embed_dropout=0: the backbone's input dropout alone, as in DT",
-    "relu": "ReLU MLP (the DT paper's GPT-2 activation)",
-    "fast_dropout": "dropout masks from 64-bit random draws, 4 per draw (not SDPA's attention dropout)",
     "bf16": "bf16 autocast in training (Lightning precision='bf16-mixed') and evaluation",
-    "last_query_eval": "window-mode acting computes the last block for the newest state token only",
+    "previous": "our agent before this round (GELU, two input dropouts, PyTorch masks, full last block)",
 }
 
 
@@ -240,25 +230,24 @@ def patched_agent_class(patches: set[str]) -> type[DecisionAgent]:
 
     class Patched(DecisionAgent):
         def __init__(self, **kwargs: Any) -> None:
-            if "single_input_dropout" in patches:
-                kwargs["embed_dropout"] = 0.0
+            if "previous" in patches:
+                kwargs["backbone"] = {**kwargs["backbone"], "activation": "gelu"}
             super().__init__(**kwargs)
 
         def _build(self, spec: dict[str, Any]) -> None:
             super()._build(spec)
-            if "relu" in patches:
-                use_relu(self)
-            if "fast_dropout" in patches:
-                use_fast_dropout(self)
+            if "previous" in patches:
+                p = self.hparams.embed_dropout
+                self.embed_drop = nn.Sequential(nn.Dropout(p), nn.Dropout(p))
+                use_full_last_block(use_torch_dropout(self))
 
     return Patched
 
 
 def patched_eval(agent: DecisionAgent, patches: set[str]) -> tuple[Any, Any]:
     """(object DecisionPolicy should call as the agent, context to act in) for ``patches``."""
-    forward = forward_last_query(agent) if "last_query_eval" in patches else agent.forward
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in patches else contextlib.nullcontext()
-    return _Shim(agent, forward), ctx
+    return agent, ctx
 
 
 # --------------------------------------------------------------------------- driver
@@ -282,17 +271,17 @@ def run_experiments(args: argparse.Namespace) -> None:
 
 
 def train_step_variants(args, dm, spec, batches, rounds, other) -> None:
+    gelu = backbone_spec(spec, activation="gelu")
     variants = [
-        TrainVariant("baseline (as shipped)", make_agent(dm, spec)),
-        TrainVariant("embed_dropout=0 (input dropout once, as DT)", make_agent(dm, spec, embed_dropout=0.0)),
-        TrainVariant("ReLU MLP (DT paper's GPT-2 activation)", _relu(make_agent(dm, spec))),
-        TrainVariant("unfused AdamW (the previous default)", make_agent(dm, spec), fused=False),
-        TrainVariant("fast dropout masks (4 per 64-bit draw)", _fast(make_agent(dm, spec))),
+        TrainVariant("as shipped", make_agent(dm, spec)),
+        TrainVariant("PyTorch dropout masks (bernoulli_)", use_torch_dropout(make_agent(dm, spec))),
+        TrainVariant("GELU MLP instead of ReLU", make_agent(dm, spec, backbone=gelu)),
+        TrainVariant("last block on every position", use_full_last_block(make_agent(dm, spec))),
+        TrainVariant("unfused AdamW", make_agent(dm, spec), fused=False),
+        TrainVariant("previous: all of the above + two input dropouts", previous(dm, spec), fused=False),
         TrainVariant(f"threads={other}", make_agent(dm, spec), threads=other),
         TrainVariant("torch.compile(agent)", make_agent(dm, spec), compile=True),
         TrainVariant("bf16 autocast", make_agent(dm, spec), bf16=True),
-        TrainVariant("fp32 combo: embed_dropout=0 + ReLU + fast dropout", _combo(dm, spec)),
-        TrainVariant("fp32 combo + bf16 autocast", _combo(dm, spec), bf16=True),
     ]
     notes = {}
     for v in variants:  # warm-up (compiles here; the time is reported)
@@ -300,15 +289,14 @@ def train_step_variants(args, dm, spec, batches, rounds, other) -> None:
         v.run(batches[:2], args.threads)
         notes[v.name] = f"first 2 steps {time.perf_counter() - t0:.1f} s" if "compile" in v.name else ""
     med = interleave({v.name: (lambda v=v: v.run(batches, args.threads)) for v in variants}, rounds)
-    flops = _flops(variants[0].agent, batches[0])
-    notes["baseline (as shipped)"] = (
-        f"{flops / 1e9:.2f} GFLOP/step -> {flops / med['baseline (as shipped)'] / 1e9:.1f} GFLOP/s"
-    )
+    for v in variants[:2]:
+        flops = _flops(v.agent, batches[0])
+        notes[v.name] = f"{flops / 1e9:.2f} GFLOP/step -> {flops / med[v.name] / 1e9:.1f} GFLOP/s"
     print_table(
         f"training step, batch {spec['batch_size']}, {args.threads} threads",
         "ms/step",
         med,
-        "baseline (as shipped)",
+        "as shipped",
         notes,
     )
 
@@ -351,50 +339,32 @@ def lightning_loop_variants(args, dm, spec, batches, rounds) -> None:
 
 def eval_variants(args, dm, spec, rounds, other) -> None:
     agent = make_agent(dm, spec).eval()
+    full = use_full_last_block(make_agent(dm, spec)).eval()
     episodes = args.episodes
     ev = [
-        EvalVariant("baseline fp32 (as shipped)", agent, spec, episodes),
+        EvalVariant("as shipped (last block: newest state query only)", agent, spec, episodes),
+        EvalVariant("last block on every position", full, spec, episodes),
         EvalVariant(f"threads={other}", agent, spec, episodes, threads=other),
-        EvalVariant("last block: newest state query only", agent, spec, episodes, last_query=True),
         EvalVariant("bf16 autocast", agent, spec, episodes, bf16=True),
         EvalVariant("torch.compile(forward)", agent, spec, episodes, compile=True),
-        EvalVariant("last query only + bf16 autocast", agent, spec, episodes, last_query=True, bf16=True),
-        EvalVariant("last query only + torch.compile", agent, spec, episodes, last_query=True, compile=True),
     ]
     for v in ev:
         v.run(args.threads)
     med = interleave({v.name: (lambda v=v: v.run(args.threads)) for v in ev}, max(2, rounds - 2))
     base = np.array(ev[0].returns)
     notes = {
-        v.name: f"max |return diff| vs baseline {np.abs(np.array(v.returns) - base).max():.2g}" for v in ev
+        v.name: f"max |return diff| vs as shipped {np.abs(np.array(v.returns) - base).max():.2g}" for v in ev
     }
     print_table(
         f"window-mode evaluation ({spec['env_id']}), {episodes} envs stepped together",
         "us/env-step",
         med,
-        "baseline fp32 (as shipped)",
+        ev[0].name,
         notes,
         scale=1e6,
     )
     for name, sec in med.items():
         print(f"  {name}: {1 / sec:.0f} env-steps/s")
-
-
-def _combo(dm: Any, spec: dict[str, Any]) -> DecisionAgent:
-    agent = make_agent(dm, spec, embed_dropout=0.0)
-    use_relu(agent)
-    use_fast_dropout(agent)
-    return agent
-
-
-def _fast(agent: DecisionAgent) -> DecisionAgent:
-    use_fast_dropout(agent)
-    return agent
-
-
-def _relu(agent: DecisionAgent) -> DecisionAgent:
-    use_relu(agent)
-    return agent
 
 
 def _flops(agent: DecisionAgent, batch: dict[str, Tensor]) -> float:

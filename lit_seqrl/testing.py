@@ -45,6 +45,23 @@ def check_causality(backbone: Backbone, batch: int = 2, seq_len: int = 16, atol:
         assert err <= atol, f"not causal: changing inputs after t={t} changed outputs up to t by {err:.3g}"
 
 
+def check_forward_at(backbone: Backbone, batch: int = 3, seq_len: int = 12, atol: float = 1e-5) -> None:
+    """``forward_at(x, mask, index)`` equals ``forward(x, mask)[:, index]`` (padded or not)."""
+    x = _seeded((batch, seq_len, backbone.d_model), 6)
+    mask = torch.ones(batch, seq_len, dtype=torch.bool)
+    mask[0, : seq_len // 3] = False
+    for m in (None, mask):
+        y = backbone(x, m)
+        for index in (slice(1, None, 3), slice(seq_len - 2, seq_len - 1), torch.tensor([0, 5, seq_len - 1])):
+            got = backbone.forward_at(x, m, index)
+            want = y[:, index]
+            assert got.shape == want.shape, (
+                f"forward_at({index}) shape {tuple(got.shape)} != {tuple(want.shape)}"
+            )
+            err = (got - want).abs().max().item()
+            assert err <= atol, f"forward_at({index}) differs from forward()[:, index] by {err:.3g}"
+
+
 def check_step_matches_forward(
     backbone: Backbone, batch: int = 3, seq_len: int = 16, rtol: float = 1e-4, atol: float = 1e-4
 ) -> None:
@@ -114,7 +131,8 @@ def _check_state(state: object, batch: int) -> None:
 def check_backbone(backbone: Backbone, seq_len: int = 16, rtol: float = 1e-4, atol: float = 1e-4) -> None:
     """Run every conformance check on ``backbone`` (on CPU, fp32, eval mode for determinism).
 
-    Checks: shapes and masks, causality, gradients reach every parameter and, when the backbone
+    Checks: shapes and masks, causality, ``forward_at`` == ``forward`` at the same positions,
+    gradients reach every parameter and, when the backbone
     supports stepping, step-by-step == forward and per-row state reset.
     """
     assert isinstance(backbone, Backbone), f"expected a lit_seqrl Backbone, got {type(backbone).__name__}"
@@ -130,6 +148,7 @@ def check_backbone(backbone: Backbone, seq_len: int = 16, rtol: float = 1e-4, at
         with torch.no_grad():
             check_shapes(backbone, seq_len=seq_len)
             check_causality(backbone, seq_len=seq_len)
+            check_forward_at(backbone, seq_len=seq_len)
             if backbone.supports_step:
                 check_step_matches_forward(backbone, seq_len=seq_len, rtol=rtol, atol=atol)
                 check_state_reset(backbone, seq_len=seq_len // 2, rtol=rtol, atol=atol)

@@ -49,3 +49,31 @@ def test_transformer_kv_cache_overflow_is_a_clear_error():
         _, state = tf.step(torch.randn(1, 8), state)
     with pytest.raises(ValueError, match="KV cache is full"):
         tf.step(torch.randn(1, 8), state)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_transformer_forward_at_trains_like_reading_the_full_output(padded):
+    # The last block skips the unread positions: same values and same gradients for every weight.
+    torch.manual_seed(0)
+    tf = build_backbone("transformer", d_model=16, n_layers=3, n_heads=2, dropout=0.0).train()
+    x = torch.randn(3, 12, 16, requires_grad=True)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[1, :5] = not padded
+    index = slice(1, None, 3)
+    full = tf(x, mask)[:, index]
+    grads_full = torch.autograd.grad(full.square().sum(), [x, *tf.parameters()])
+    part = tf.forward_at(x, mask, index)
+    grads_part = torch.autograd.grad(part.square().sum(), [x, *tf.parameters()])
+    torch.testing.assert_close(part, full)
+    for a, b in zip(grads_part, grads_full):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_transformer_activation_option():
+    torch.manual_seed(0)
+    relu = build_backbone("transformer", d_model=16, n_layers=1)
+    assert isinstance(relu.blocks[0].mlp[1], torch.nn.ReLU)  # the DT paper's default
+    gelu = build_backbone("transformer", d_model=16, n_layers=1, activation="gelu")
+    assert isinstance(gelu.blocks[0].mlp[1], torch.nn.GELU)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        build_backbone("transformer", d_model=16, activation="swish")

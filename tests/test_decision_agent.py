@@ -158,3 +158,15 @@ def test_param_groups_honour_backbone_marks():
     for p in ssm:  # capped at 1e-3 and no weight decay, as S4 trains them
         assert lr_of[id(p)] == (1e-3, 0.0)
     assert lr_of[id(agent.head.weight)] == (3e-3, 0.1)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "stacked"])
+@pytest.mark.parametrize("return_conditioned", [True, False])
+def test_last_step_only_is_the_newest_prediction(layout, return_conditioned):
+    agent = _agent(token_layout=layout, return_conditioned=return_conditioned)
+    batch = _batch(PENDULUM)
+    args = [batch[k] for k in ("observations", "actions", "returns_to_go", "timesteps", "mask")]
+    full = agent(*args)
+    last = agent(*args, last_step_only=True)
+    assert last.shape == (4, 1, 1)
+    torch.testing.assert_close(last, full[:, -1:])

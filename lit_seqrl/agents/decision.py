@@ -24,6 +24,7 @@ from torchmetrics import MeanMetric
 from lit_seqrl.agents.base import SeqRLAgent, adamw, param_groups
 from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
+from lit_seqrl.backbones.layers import Dropout
 from lit_seqrl.evaluation.callbacks import RolloutEvaluation
 from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
 from lit_seqrl.evaluation.scores import normalized_score
@@ -115,7 +116,7 @@ class DecisionAgent(SeqRLAgent):
         # Discrete: one extra index means "no previous action" (stacked layout, first step).
         self.embed_action = nn.Embedding(act_dim + 1, d) if spec["discrete"] else nn.Linear(act_dim, d)
         self.embed_ln = nn.LayerNorm(d)
-        self.embed_drop = nn.Dropout(self.hparams.embed_dropout)
+        self.embed_drop = Dropout(self.hparams.embed_dropout)
         self.head = nn.Linear(d, act_dim)
         # GPT-2 initialisation for the agent's own layers too, as the DT code (and HF, d3rlpy) does:
         # PyTorch's N(0, 1) embedding default lets the timestep vectors swamp the state token and
@@ -246,12 +247,23 @@ class DecisionAgent(SeqRLAgent):
         return torch.tanh(out) if self.squash else out
 
     def forward(
-        self, observations: Tensor, actions: Tensor, returns_to_go: Tensor, timesteps: Tensor, mask: Tensor
+        self,
+        observations: Tensor,
+        actions: Tensor,
+        returns_to_go: Tensor,
+        timesteps: Tensor,
+        mask: Tensor,
+        last_step_only: bool = False,
     ) -> Tensor:
-        """Predicted actions (or logits) ``(B, K, A)`` for every step of the windows."""
+        """Predicted actions (or logits) ``(B, K, A)`` for every step of the windows, or
+        ``(B, 1, A)`` for the newest step only (``last_step_only``: what a policy acting reads)."""
         tokens, token_mask = self.embed(observations, actions, returns_to_go, timesteps, mask)
-        h = self.backbone(tokens, token_mask)  # (B T D)
-        return self.predict(h[:, self.state_token_index()])
+        index = self.state_token_index()
+        if last_step_only:
+            last = range(tokens.shape[1])[index][-1]
+            index = slice(last, last + 1)
+        # Only the tokens actions are read from: the backbone may skip the others' last layer.
+        return self.predict(self.backbone.forward_at(tokens, token_mask, index))
 
     # ----------------------------------------------------------------- training
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

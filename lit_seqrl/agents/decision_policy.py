@@ -99,7 +99,9 @@ class DecisionPolicy:
             True,
         )
         self.act_buf[:, -1] = 0  # not yet chosen; causal masking hides it from the state token
-        pred = self.agent(self.obs_buf, self.act_buf, self.rtg_buf, self.t_buf, self.mask_buf)  # (M K A)
+        pred = self.agent(
+            self.obs_buf, self.act_buf, self.rtg_buf, self.t_buf, self.mask_buf, last_step_only=True
+        )  # (M 1 A)
         return pred[:, -1]
 
     def _act_recurrent(self, o: Tensor) -> Tensor:

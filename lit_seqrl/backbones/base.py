@@ -3,6 +3,7 @@
 Every backbone (built-in or from a plugin package) subclasses :class:`Backbone`:
 
 * ``forward(x, mask)``: the whole sequence at once (training, window evaluation);
+  ``forward_at(x, mask, index)`` the same read at some positions only (may skip work);
 * ``init_state(batch_size, device, dtype)`` / ``step(x_t, state)``: one token at a time
   (recurrent evaluation), equal to ``forward`` up to fp32 tolerance;
 * the state is a pytree (nested dict/list/tuple) of tensors whose first dimension is the batch,
@@ -52,6 +53,17 @@ class Backbone(nn.Module):
             ``(B, L, D)``; output ``t`` depends only on inputs ``<= t``.
         """
         raise NotImplementedError
+
+    def forward_at(
+        self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor = slice(None)
+    ) -> Tensor:
+        """``forward(x, mask)[:, index]``: the outputs at some positions only (``(B, L', D)``).
+
+        Agents call this when they read only some tokens (DT reads the state tokens; a policy
+        acting from a window reads the newest one). Override it to skip work for the other
+        positions, as the transformer does in its last block; the result must stay equal.
+        """
+        return self(x, mask)[:, index]
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
