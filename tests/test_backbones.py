@@ -71,9 +71,9 @@ def test_transformer_forward_at_trains_like_reading_the_full_output(padded):
 
 def test_transformer_activation_option():
     torch.manual_seed(0)
-    relu = build_backbone("transformer", d_model=16, n_layers=1)
-    assert isinstance(relu.blocks[0].mlp[1], torch.nn.ReLU)  # the DT paper's default
-    gelu = build_backbone("transformer", d_model=16, n_layers=1, activation="gelu")
-    assert isinstance(gelu.blocks[0].mlp[1], torch.nn.GELU)
+    gelu = build_backbone("transformer", d_model=16, n_layers=1)
+    assert isinstance(gelu.blocks[0].mlp[1], torch.nn.GELU)  # GPT-2's, the default
+    relu = build_backbone("transformer", d_model=16, n_layers=1, activation="relu")
+    assert isinstance(relu.blocks[0].mlp[1], torch.nn.ReLU)  # the DT paper code's
     with pytest.raises(ValueError, match="activation must be one of"):
         build_backbone("transformer", d_model=16, activation="swish")

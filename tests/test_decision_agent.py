@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,32 @@ def test_last_step_only_is_the_newest_prediction(layout, return_conditioned):
     last = agent(*args, last_step_only=True)
     assert last.shape == (4, 1, 1)
     torch.testing.assert_close(last, full[:, -1:])
+
+
+def test_lr_factor_warms_up_then_holds_or_decays_by_cosine():
+    from lit_seqrl.agents.base import lr_factor
+
+    assert lr_factor(0, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 10) == 1.0 and lr_factor(5000, 10) == 1.0  # constant after warm-up
+    assert lr_factor(4, 10, total=110) == pytest.approx(0.5)  # warm-up is the same with decay
+    assert lr_factor(10, 10, total=110, final=0.1) == pytest.approx(1.0)
+    assert lr_factor(60, 10, total=110, final=0.1) == pytest.approx(0.55)  # half-way: the mean
+    assert lr_factor(110, 10, total=110, final=0.1) == pytest.approx(0.1)
+    assert lr_factor(500, 10, total=110, final=0.1) == pytest.approx(0.1)  # stays at the floor
+
+
+def test_cosine_schedule_follows_the_trainer_budget_and_bad_options_fail():
+    agent = _agent(lr_schedule="cosine", warmup_steps=2, final_lr_ratio=0.2)
+    agent.trainer = type("T", (), {"estimated_stepping_batches": 12})()
+    sched = agent.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(14):
+        lrs.append(sched.get_last_lr()[0])
+        sched.optimizer.step()
+        sched.step()
+    assert lrs[1] == pytest.approx(1e-4) and lrs[12] == pytest.approx(2e-5) and lrs[13] == pytest.approx(2e-5)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _agent(lr_schedule="linear")
+    with pytest.raises(ValueError, match="final_lr_ratio"):
+        _agent(final_lr_ratio=1.5)

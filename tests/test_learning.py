@@ -1,7 +1,9 @@
 """The default job learns: DT on the generated Pendulum mixture reaches expert-level returns.
 
 Measured: the best checkpoint of the default run (3000 steps, about 6.5 minutes on 2 cores)
-scores 87.8 on these fresh seeds (return -271 against the expert data's -143 and random's -1196).
+scores 86.6 on these fresh seeds (return -284 against the expert data's -143 and random's -1196).
+Without the cosine decay the same model scored 78.3; with ReLU or a single 0.1 input dropout,
+67-76: the score moves by several points with such choices, so the margin over 80 is small.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any
 
 import lightning as L
@@ -81,6 +82,19 @@ def adamw(
         p.dtype in _FUSED_DTYPES and p.device.type in ("cpu", "cuda") for p in params
     )
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def lr_factor(step: int, warmup: int, total: int | None = None, final: float = 0.1) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based).
+
+    Linear warm-up to 1 over ``warmup`` steps; then constant (``total`` None) or a cosine decay
+    that reaches ``final`` at step ``total`` and stays there (DT's Atari schedule decays to 10%).
+    """
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    if total is None or step < warmup:
+        return warm
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def param_groups(module: nn.Module, weight_decay: float, lr: float) -> list[dict[str, Any]]:

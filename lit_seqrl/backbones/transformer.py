@@ -102,7 +102,7 @@ class CausalSelfAttention(nn.Module):
 
 class Block(nn.Module):
     def __init__(
-        self, d_model: int, n_heads: int, dropout: float, mlp_ratio: int = 4, activation: Activation = "relu"
+        self, d_model: int, n_heads: int, dropout: float, mlp_ratio: int = 4, activation: Activation = "gelu"
     ) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
@@ -138,8 +138,8 @@ class Transformer(Backbone):
         dropout: dropout on attention weights and residual branches (the agent drops its input
             tokens itself, once, as DT does).
         max_seq_len: KV-cache capacity for ``step`` (``forward`` has no length limit).
-        activation: the MLP's, ``"relu"`` as in the DT paper (and HF's and d3rlpy's DT) or GPT-2's
-            ``"gelu"``.
+        activation: the MLP's: GPT-2's ``"gelu"``, or ``"relu"`` as in the DT paper's code (and
+            Hugging Face's and d3rlpy's DT), which is also a little faster on CPU.
     """
 
     def __init__(
@@ -149,7 +149,7 @@ class Transformer(Backbone):
         n_heads: int = 1,
         dropout: float = 0.1,
         max_seq_len: int = 1024,
-        activation: Activation = "relu",
+        activation: Activation = "gelu",
     ) -> None:
         super().__init__(d_model)
         self.n_layers, self.n_heads, self.max_seq_len = n_layers, n_heads, max_seq_len
