@@ -155,6 +155,12 @@ def prepare(args: argparse.Namespace) -> tuple[OfflineTrajectoryDataModule, dict
     return dm, spec, arrays
 
 
+def backbone_spec(spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Our transformer at the peers' size, with their (the DT paper code's) ReLU MLP."""
+    keys = ("d_model", "n_layers", "n_heads", "dropout")
+    return {"name": "transformer", **{k: spec[k] for k in keys}, "activation": "relu", **overrides}
+
+
 def _last(n: int, flag: bool) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
     out[-1] = float(flag)
@@ -201,14 +207,7 @@ class Ours:
         torch.manual_seed(spec["seed"])
         self.dm, self.spec, self.root = dm, spec, root
         self.agent = agent_cls(
-            backbone={
-                "name": "transformer",
-                "d_model": spec["d_model"],
-                "n_layers": spec["n_layers"],
-                "n_heads": spec["n_heads"],
-                "dropout": spec["dropout"],
-                "activation": "relu",  # the peers' MLP (and the DT paper code's)
-            },
+            backbone=backbone_spec(spec),
             lr=spec["lr"],
             weight_decay=spec["weight_decay"],
             warmup_steps=spec["warmup_steps"],

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from vs_peers import backbone_spec
 
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.base import adamw, param_groups
@@ -53,12 +54,6 @@ def make_agent(dm: Any, spec: dict[str, Any], **overrides: Any) -> DecisionAgent
     agent.obs_mean.copy_(torch.as_tensor(dm.obs_mean))
     agent.obs_std.copy_(torch.as_tensor(dm.obs_std))
     return agent
-
-
-def backbone_spec(spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    """The benchmark's transformer: the peers' size and their (the DT paper code's) ReLU MLP."""
-    keys = ("d_model", "n_layers", "n_heads", "dropout")
-    return {"name": "transformer", **{k: spec[k] for k in keys}, "activation": "relu", **overrides}
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:
@@ -96,12 +91,17 @@ def use_full_last_block(agent: DecisionAgent) -> DecisionAgent:
     return agent
 
 
+def undo_this_round(agent: DecisionAgent) -> DecisionAgent:
+    """Two input dropouts (the agent's and the backbone's), PyTorch's masks, full last block.
+    (GELU, the other part of our previous step, is chosen when the agent is built.)"""
+    p = agent.hparams.embed_dropout
+    agent.embed_drop = nn.Sequential(nn.Dropout(p), nn.Dropout(p))
+    return use_full_last_block(use_torch_dropout(agent))
+
+
 def previous(dm: Any, spec: dict[str, Any]) -> DecisionAgent:
     """Our step before this round: GELU, two input dropouts, PyTorch's masks, full last block."""
-    agent = make_agent(dm, spec, backbone=backbone_spec(spec, activation="gelu"))
-    p = spec["dropout"]
-    agent.embed_drop = nn.Sequential(nn.Dropout(p), nn.Dropout(p))  # the agent's and the backbone's
-    return use_full_last_block(use_torch_dropout(agent))
+    return undo_this_round(make_agent(dm, spec, backbone=backbone_spec(spec, activation="gelu")))
 
 
 def loss_of(agent: DecisionAgent, forward: Callable[..., Tensor], batch: dict[str, Tensor]) -> Tensor:
@@ -239,9 +239,7 @@ def patched_agent_class(patches: set[str]) -> type[DecisionAgent]:
         def _build(self, spec: dict[str, Any]) -> None:
             super()._build(spec)
             if "previous" in patches:
-                p = self.hparams.embed_dropout
-                self.embed_drop = nn.Sequential(nn.Dropout(p), nn.Dropout(p))
-                use_full_last_block(use_torch_dropout(self))
+                undo_this_round(self)
 
     return Patched
 
