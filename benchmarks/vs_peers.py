@@ -6,7 +6,8 @@ same reward scale and the same state normalisation, and trained for the same num
 the same episodes (a built-in lit_seqrl dataset). Each runs its own pipeline:
 
 * ours: ``Trainer.fit`` on the data module; evaluation ``run_episodes`` + ``DecisionPolicy``
-  (window mode, all episodes' envs stepped together, one batched forward per step);
+  (window mode, all episodes' envs stepped together, one batched forward per step, through
+  ``eval_compile``; the compiling pass is untimed and reported);
 * HF: ``DecisionTransformerModel`` with the sampler, loss and batch-1 ``get_action`` loop of its
   docs (``peers/hf_dt.py``);
 * d3rlpy: ``fit`` and ``as_stateful_wrapper(...).predict`` (batch 1), in a separate interpreter
@@ -17,8 +18,12 @@ load hits all peers alike; steps/s is the median over the timed chunks (the firs
 The FLOP utilisation is our training step's FLOPs (``FlopCounterMode``, forward + backward) times
 our median steps/s over the fp32 ``torch.mm`` throughput measured between the chunks.
 
+``--device cuda`` puts every peer (training and acting) on the first GPU; chunk and matmul timings
+then synchronise the device first, and the matmul peak is fp32 with TF32 off (PyTorch's default),
+the precision all three train in.
+
     python benchmarks/vs_peers.py [--env pendulum|cartpole] [--quick] [--threads 2]
-        [--d3rlpy-python PATH] [--train-steps 1000] [--chunk 25]
+        [--d3rlpy-python PATH] [--train-steps 1000] [--chunk 25] [--device cpu|cuda]
     python benchmarks/vs_peers.py --experiments     # candidate speed-ups of our step (part 2)
 """
 
@@ -83,6 +88,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--eval-repeats", type=int, default=2, help="timed evaluation passes per peer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every peer runs")
     p.add_argument("--d3rlpy-python", default=None, help="interpreter that can `import d3rlpy`")
     p.add_argument("--skip", default="", help="comma-separated peers to leave out: hf,d3rlpy")
     p.add_argument(
@@ -98,6 +104,10 @@ def parse_args() -> argparse.Namespace:
         help="measure candidate speed-ups of ours instead (sections: train,loop,eval)",
     )
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here")
+    if args.device == "cuda" and args.experiments:
+        p.error("--experiments measures CPU variants of our step; run it without --device cuda")
     args.threads = args.threads or os.cpu_count() or 1
     if args.train_steps is None:
         args.train_steps = 100 if args.quick else ENVS[args.env][2]
@@ -151,6 +161,7 @@ def prepare(args: argparse.Namespace) -> tuple[OfflineTrajectoryDataModule, dict
         # The expert quality's mean return: the "expert target" every peer is conditioned on.
         "target": float(ds.ref_max_score if ds.ref_max_score is not None else data_spec["target_returns"][0]),
         "dataset": dataset_id,
+        "device": args.device,
     }
     return dm, spec, arrays
 
@@ -186,6 +197,7 @@ class _Chunks(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self.pending -= 1
         if self.pending == 0:  # a chunk's time includes its batches' loading, as the peers' do
+            synchronize(trainer.strategy.root_device)
             seconds = time.perf_counter() - self.t0
             self.size = self.pending = self.between(seconds, self.size)
             self.t0 = time.perf_counter()
@@ -213,8 +225,10 @@ class Ours:
             warmup_steps=spec["warmup_steps"],
             embed_dropout=spec["dropout"],
             eval_episodes=0,
+            eval_compile=True,  # acting through one compiled graph (shipped, opt-in)
         )
         self.patches = patches or set()
+        self.compile_seconds: float | None = None
         if self.patches:
             self.name = f"{self.name} +{'+'.join(sorted(self.patches))}"
 
@@ -223,7 +237,7 @@ class Ours:
         trainer = L.Trainer(
             precision="bf16-mixed" if "bf16" in self.patches else "32-true",
             max_steps=self.spec["total_steps"],
-            accelerator="cpu",
+            accelerator="gpu" if self.spec["device"] == "cuda" else "cpu",
             devices=1,
             logger=False,
             enable_checkpointing=False,
@@ -237,17 +251,21 @@ class Ours:
         trainer.fit(self.agent, self.dm)
 
     def evaluate(self, episodes: int, seed: int, target: float) -> dict[str, Any]:
-        self.agent.eval()
+        self.agent.to(self.spec["device"]).eval()  # Lightning hands the module back on the CPU
         policy = DecisionPolicy(self.agent, target_return=target, mode="window")
         ctx = contextlib.nullcontext()
         if self.patches:
             from vs_peers_experiments import patched_eval
 
-            policy.agent, ctx = patched_eval(self.agent, self.patches)
-        t0 = time.perf_counter()
+            ctx = patched_eval(self.agent, self.patches)
         with torch.inference_mode(), ctx:
+            if self.compile_seconds is None:  # compile (one untimed pass) outside the timing
+                t0 = time.perf_counter()
+                run_episodes(self.spec["env_id"], policy, episodes, num_envs=episodes, seed=seed)
+                self.compile_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
             res = run_episodes(self.spec["env_id"], policy, episodes, num_envs=episodes, seed=seed)
-        seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
         return {
             "returns": [r.total_return for r in res],
             "lengths": [r.length for r in res],
@@ -257,7 +275,7 @@ class Ours:
     def flops_per_step(self, every_position: bool = False) -> float:
         """FLOPs of one training step; ``every_position``: as if the last block computed every
         token (what the peers do), i.e. the full model's count."""
-        batch = next(iter(self.dm.train_dataloader()))
+        batch = {k: v.to(self.agent.device) for k, v in next(iter(self.dm.train_dataloader())).items()}
         self.agent.train()
         if every_position:
             from vs_peers_experiments import use_full_last_block
@@ -341,13 +359,23 @@ D3RLPY_HINT = (
 
 
 # --------------------------------------------------------------------------- measuring
-def matmul_gflops(n: int = 2048, reps: int = 2) -> float:
-    """fp32 ``torch.mm`` throughput at the current thread count (GFLOP/s)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a wall-clock reading covers it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 2) -> float:
+    """fp32 ``torch.mm`` throughput on ``device`` (at the current thread count on the CPU), GFLOP/s."""
+    if device == "cuda":  # a GPU needs more work per reading to be timed, and no TF32
+        n, reps = 8192, 10
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         torch.mm(a, b)
+    synchronize(device)
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
@@ -395,7 +423,7 @@ def run(args: argparse.Namespace) -> None:
         if progress["done"] > 0 and n == args.chunk:
             for key, rate in rates.items():
                 times[key].append(rate)
-        peak.append(matmul_gflops())
+        peak.append(matmul_gflops(args.device))
         progress["done"] += n
         done = progress["done"]
         line = ", ".join(f"{k} {r:.2f}" for k, r in rates.items())
@@ -430,14 +458,15 @@ def report(args, spec, peers, times, eval_rates, evals, flops, peak, notes, t_tr
     emed = {k: statistics.median(v) for k, v in eval_rates.items()}
     peak_med = statistics.median(peak)
     eval_path = {
-        "ours": f"run_episodes, {args.episodes} envs batched (window)",
+        "ours": f"run_episodes, {args.episodes} envs batched (window, eval_compile)",
         "hf": "docs get_action loop, batch 1",
         "d3rlpy": "as_stateful_wrapper.predict, batch 1",
     }
     print(
         f"\nvs_peers: {spec['env_id']} on {spec['dataset']}, K={spec['context_len']}, width {spec['d_model']}, "
         f"{spec['n_layers']} layers, {spec['n_heads']} head, batch {spec['batch_size']}, "
-        f"{args.train_steps} training steps each, torch {torch.__version__}, {args.threads} threads"
+        f"{args.train_steps} training steps each, torch {torch.__version__}, {args.threads} threads, "
+        f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}"
     )
     header = (
         f"{'peer':<44} {'version':>8} {'train steps/s':>13} {'GFLOP/step':>10} "
@@ -456,6 +485,10 @@ def report(args, spec, peers, times, eval_rates, evals, flops, peak, notes, t_tr
         f"timed chunks: {len(times['ours'])} x {args.chunk} steps per peer (median), training wall {t_train:.0f} s; "
         f"fp32 torch.mm peak {peak_med:.1f} GFLOP/s (median of {len(peak)})"
     )
+    if peers["ours"].compile_seconds is not None:
+        print(
+            f"ours: first (untimed) evaluation pass, compiling included: {peers['ours'].compile_seconds:.1f} s"
+        )
     print(f"load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for note in notes:
         print(note)

@@ -187,13 +187,12 @@ class EvalVariant:
     ) -> None:
         self.name, self.agent, self.spec, self.episodes = name, agent, spec, episodes
         self.bf16, self.threads = opts.get("bf16", False), opts.get("threads")
-        self.forward = torch.compile(agent.forward) if opts.get("compile") else agent.forward
+        self.policy = DecisionPolicy(agent, spec["target"], mode="window", compile=opts.get("compile", False))
         self.returns: list[float] = []
 
     def run(self, default_threads: int) -> float:
         torch.set_num_threads(self.threads or default_threads)
-        policy = DecisionPolicy(self.agent, target_return=self.spec["target"], mode="window")
-        policy.agent = _Shim(self.agent, self.forward)
+        policy = self.policy
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         t0 = time.perf_counter()
         with torch.inference_mode(), ctx:
@@ -204,23 +203,11 @@ class EvalVariant:
         return seconds
 
 
-class _Shim:
-    """The agent as DecisionPolicy sees it, with ``__call__`` swapped for another forward."""
-
-    def __init__(self, agent: DecisionAgent, forward: Callable[..., Tensor]) -> None:
-        self._agent, self._forward = agent, forward
-
-    def __call__(self, *args: Tensor, **kwargs: Any) -> Tensor:
-        return self._forward(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._agent, name)
-
-
 # --------------------------------------------------------------------------- patches for the full run
 PATCHES = {
     "bf16": "bf16 autocast in training (Lightning precision='bf16-mixed') and evaluation",
     "previous": "our agent before this round (GELU, two input dropouts, PyTorch masks, full last block)",
+    "compile": "torch.compile of the agent's forward in training (acting: ours uses eval_compile anyway)",
 }
 
 
@@ -240,14 +227,17 @@ def patched_agent_class(patches: set[str]) -> type[DecisionAgent]:
             super()._build(spec)
             if "previous" in patches:
                 undo_this_round(self)
+            if "compile" in patches:  # one graph per mode: the agent's forward has no graph break
+                self.forward = torch.compile(self.forward)
 
     return Patched
 
 
-def patched_eval(agent: DecisionAgent, patches: set[str]) -> tuple[Any, Any]:
-    """(object DecisionPolicy should call as the agent, context to act in) for ``patches``."""
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in patches else contextlib.nullcontext()
-    return agent, ctx
+def patched_eval(agent: DecisionAgent, patches: set[str]) -> contextlib.AbstractContextManager:
+    """The context to act in for ``patches``."""
+    if "bf16" in patches:
+        return torch.autocast(agent.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- driver
@@ -344,7 +334,7 @@ def eval_variants(args, dm, spec, rounds, other) -> None:
         EvalVariant("last block on every position", full, spec, episodes),
         EvalVariant(f"threads={other}", agent, spec, episodes, threads=other),
         EvalVariant("bf16 autocast", agent, spec, episodes, bf16=True),
-        EvalVariant("torch.compile(forward)", agent, spec, episodes, compile=True),
+        EvalVariant("eval_compile (torch.compile of forward)", agent, spec, episodes, compile=True),
     ]
     for v in ev:
         v.run(args.threads)

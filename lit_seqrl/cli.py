@@ -80,6 +80,12 @@ def _evaluate_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--mode", type=str | None, default=None, help="window | recurrent (default: the agent's)")
     p.add_argument(
+        "--compile",
+        type=bool | None,
+        default=None,
+        help="act through torch.compile in window mode (default: the agent's eval_compile)",
+    )
+    p.add_argument(
         "--env_id", type=str | None, default=None, help="override the environment id stored in the checkpoint"
     )
     p.add_argument("--device", type=str, default="cpu")
@@ -92,6 +98,12 @@ def run_evaluate(argv: list[str]) -> dict[str, Any]:
 
     args = _evaluate_parser().parse_args(argv)
     agent = load_agent(args.ckpt_path, map_location=args.device)
+    if args.compile is not None:
+        if "eval_compile" not in agent.hparams:
+            raise ValueError(
+                f"--compile: {type(agent).__name__} has no compiled acting (DecisionAgent, BCAgent)"
+            )
+        agent.hparams.eval_compile = args.compile
     kwargs: dict[str, Any] = {"progress": sys.stderr.isatty()}
     if args.target_return:
         kwargs["target_returns"] = list(args.target_return)

@@ -66,6 +66,17 @@ def test_evaluate_a_checkpoint_alone_prints_table_and_json(trained_checkpoint):
     assert "return_mean" in proc.stdout  # the human table precedes the JSON line
 
 
+def test_evaluate_with_compiled_acting_gives_the_same_returns(trained_checkpoint):
+    """``--compile true``: the real torch.compile (inductor) path, the same episodes as eager."""
+    args = ("evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "2", "--num_envs", "2")
+    eager = json.loads(run_cli(*args).stdout.strip().splitlines()[-1])["results"][0]
+    proc = run_cli(*args, "--compile", "true")
+    compiled = json.loads(proc.stdout.strip().splitlines()[-1])["results"][0]
+    assert "acting eagerly" not in proc.stderr  # compiled for real, no fallback
+    assert compiled["length_mean"] == eager["length_mean"]
+    assert compiled["return_mean"] == pytest.approx(eager["return_mean"], abs=1e-2)
+
+
 def test_evaluate_recurrent_mode_and_mismatched_env(trained_checkpoint):
     proc = run_cli(
         "evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "2", "--mode", "recurrent"

@@ -201,3 +201,75 @@ def test_cosine_schedule_follows_the_trainer_budget_and_bad_options_fail():
         _agent(lr_schedule="linear")
     with pytest.raises(ValueError, match="final_lr_ratio"):
         _agent(final_lr_ratio=1.5)
+
+
+def test_forward_compiles_to_one_graph_with_padding_and_dropout():
+    """torch.compile(fullgraph=True) fails on any graph break: the padding check, or the CPU
+    dropout's random_, would be one. Compiled acting must equal eager acting."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    agent = DecisionAgent(data_spec=PENDULUM, backbone={**SMALL_TF, "dropout": 0.1}, embed_dropout=0.1)
+    batch = _batch(PENDULUM)
+    args = [batch[k] for k in ("observations", "actions", "returns_to_go", "timesteps", "mask")]
+    compiled = torch.compile(agent.forward, fullgraph=True, backend="aot_eager")
+    out = compiled(*args)
+    out.pow(2).sum().backward()
+    assert out.shape == (4, 6, 1)
+    grads = [p.grad for p in agent.backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    agent.eval()
+    with torch.no_grad():
+        expected = agent(*args, last_step_only=True)
+        torch.testing.assert_close(compiled(*args, last_step_only=True), expected, rtol=1e-5, atol=1e-6)
+
+
+def _act_steps(policy: DecisionPolicy, steps: int = 8, m: int = 3) -> np.ndarray:
+    """Actions ``(steps, m, A)`` over a run that restarts row 1 at step 2, window sliding past K."""
+    rng = np.random.default_rng(0)
+    policy.reset(np.ones(m, dtype=bool))
+    out = []
+    for t in range(steps):
+        out.append(policy.act(rng.normal(size=(m, 3)).astype(np.float32)))
+        policy.observe(rng.normal(size=m))
+        if t == 2:
+            policy.reset(np.array([False, True, False]))
+    return np.stack(out)
+
+
+def test_compiled_acting_equals_eager_and_falls_back_with_a_warning(monkeypatch):
+    agent = _agent()
+    torch.nn.init.normal_(agent.head.weight, std=1.0)
+    eager = _act_steps(DecisionPolicy(agent, -150.0))
+    calls, real_compile = [], torch.compile
+
+    def compile_(fn, **kw):  # the real compile, on a backend that needs no C++ toolchain
+        compiled = real_compile(fn, backend="aot_eager")
+        return lambda *a, **k: calls.append(1) or compiled(*a, **k)
+
+    torch._dynamo.reset()
+    with monkeypatch.context() as mp:
+        mp.setattr(torch, "compile", compile_)
+        policy = DecisionPolicy(agent, -150.0, compile=True)
+        np.testing.assert_allclose(_act_steps(policy), eager, rtol=1e-5, atol=1e-6)
+        assert len(calls) == 8  # every step went through the compiled forward
+        assert DecisionPolicy(agent, -150.0, mode="recurrent", compile=True).forward is agent
+
+    def broken(fn, **kw):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    policy = DecisionPolicy(agent, -150.0, compile=True)
+    with pytest.warns(UserWarning, match="acting eagerly: no C\\+\\+ compiler"):
+        np.testing.assert_allclose(_act_steps(policy), eager, rtol=1e-6, atol=1e-7)
+
+
+def test_eval_compile_is_the_policys_default():
+    agent = _agent(eval_compile=True)
+    assert DecisionPolicy(agent, -150.0).forward is not agent
+    assert DecisionPolicy(agent, -150.0, compile=False).forward is agent
+    plain = _agent()
+    assert DecisionPolicy(plain, -150.0).forward is plain

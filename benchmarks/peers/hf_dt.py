@@ -58,7 +58,8 @@ class HFDecisionTransformer:
             bos_token_id=None,  # no vocabulary here; the GPT-2 defaults only trigger warnings
             eos_token_id=None,
         )
-        self.model = DecisionTransformerModel(config)
+        self.device = torch.device(spec.get("device", "cpu"))
+        self.model = DecisionTransformerModel(config).to(self.device)
         self.obs_mean = np.asarray(spec["obs_mean"], dtype=np.float32)
         self.obs_std = np.asarray(spec["obs_std"], dtype=np.float32)
         self.low = np.asarray(spec["action_low"] or [-1.0] * self.act_dim, dtype=np.float32)
@@ -130,7 +131,12 @@ class HFDecisionTransformer:
         }
 
     # ----------------------------------------------------------------- training
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def loss(self, batch: Batch) -> torch.Tensor:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         _, action_preds, _ = self.model(**batch, return_dict=False)
         keep = batch["attention_mask"].reshape(-1) > 0
         pred = action_preds.reshape(-1, self.act_dim)[keep]
@@ -150,6 +156,7 @@ class HFDecisionTransformer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec["grad_clip"])
             self.opt.step()
             self.sched.step()
+        self._synchronize()
         self.last_loss = float(loss.detach())
         self.steps_done += steps
         return time.perf_counter() - t0
@@ -172,16 +179,19 @@ class HFDecisionTransformer:
 
         def window(x: torch.Tensor) -> torch.Tensor:
             x = x[-n:]
-            return torch.cat([torch.zeros(pad, *x.shape[1:], dtype=x.dtype), x])[None]
+            return torch.cat([torch.zeros(pad, *x.shape[1:], dtype=x.dtype, device=x.device), x])[None]
 
-        mask = torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(n, dtype=torch.long)])[None]
+        dev = self.device
+        mask = torch.cat(
+            [torch.zeros(pad, dtype=torch.long, device=dev), torch.ones(n, dtype=torch.long, device=dev)]
+        )
         _, action_preds, _ = self.model(
             states=window(states),
             actions=window(actions),
-            rewards=torch.zeros(1, K, 1),
+            rewards=torch.zeros(1, K, 1, device=dev),
             returns_to_go=window(rtg),
             timesteps=window(timesteps),
-            attention_mask=mask,
+            attention_mask=mask[None],
             return_dict=False,
         )
         return action_preds[0, -1]
@@ -192,31 +202,36 @@ class HFDecisionTransformer:
         scale, env = float(self.spec["reward_scale"]), gym.make(self.spec["env_id"])
         returns, lengths = [], []
         t0 = time.perf_counter()
+        dev = self.device  # the docs' loop keeps its history on the model's device
+
+        def state(obs: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(((obs - self.obs_mean) / self.obs_std).astype(np.float32))[None].to(dev)
+
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
-            states = torch.from_numpy(((obs - self.obs_mean) / self.obs_std).astype(np.float32))[None]
-            actions = torch.zeros(0, self.act_dim)
-            rtg = torch.tensor([[target * scale]], dtype=torch.float32)
-            timesteps = torch.zeros(1, dtype=torch.long)
+            states = state(obs)
+            actions = torch.zeros(0, self.act_dim, device=dev)
+            rtg = torch.tensor([[target * scale]], dtype=torch.float32, device=dev)
+            timesteps = torch.zeros(1, dtype=torch.long, device=dev)
             total, done, t = 0.0, False, 0
             while not done:
-                actions = torch.cat([actions, torch.zeros(1, self.act_dim)])
+                actions = torch.cat([actions, torch.zeros(1, self.act_dim, device=dev)])
                 out = self._act(states, actions, rtg, timesteps)
                 if self.discrete:
                     env_action = int(out.argmax())
                     actions[-1] = F.one_hot(torch.tensor(env_action), self.act_dim).float()
                 else:
                     actions[-1] = out
-                    env_action = ((out.numpy() + 1) / 2 * (self.high - self.low) + self.low).astype(
+                    env_action = ((out.cpu().numpy() + 1) / 2 * (self.high - self.low) + self.low).astype(
                         np.float32
                     )
                 obs, reward, terminated, truncated, _ = env.step(env_action)
                 total += float(reward)
                 done, t = terminated or truncated, t + 1
-                s = torch.from_numpy(((obs - self.obs_mean) / self.obs_std).astype(np.float32))[None]
-                states = torch.cat([states, s])
+                states = torch.cat([states, state(obs)])
                 rtg = torch.cat([rtg, rtg[-1:] - float(reward) * scale])
-                timesteps = torch.cat([timesteps, torch.tensor([min(t, self.spec["max_timestep"] - 1)])])
+                step = torch.tensor([min(t, self.spec["max_timestep"] - 1)], device=dev)
+                timesteps = torch.cat([timesteps, step])
             returns.append(total)
             lengths.append(t)
         env.close()

@@ -59,6 +59,10 @@ class DecisionAgent(SeqRLAgent):
             default: the data module's (the best return in the dataset).
         eval_mode: ``"window"`` (re-encode the last K steps, what training saw) or ``"recurrent"``
             (carry the backbone state with ``step``; exact when training windows start at t=0).
+        eval_compile: act in window mode through ``torch.compile`` of :meth:`forward`: one graph
+            whose element-wise work is fused, 1.2-1.4x the env-steps/s of eager acting on a
+            2-core CPU, after a one-off compile of about 20 s (needs a C++ compiler on CPU; if
+            compiling fails, acting falls back to eager with a warning).
         eval_episodes, eval_num_envs: rollouts after each validation (0 episodes: none); the
             best checkpoint is chosen by the return at the first target.
         checkpoint_every_n_steps: also refresh ``last.ckpt`` every n optimizer steps, so a killed
@@ -81,6 +85,7 @@ class DecisionAgent(SeqRLAgent):
         embed_dropout: float = 0.1,
         target_returns: list[float] | None = None,
         eval_mode: EvalMode = "window",
+        eval_compile: bool = False,
         eval_episodes: int = 10,
         eval_num_envs: int = 10,
         checkpoint_every_n_steps: int | None = None,

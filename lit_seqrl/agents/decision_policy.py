@@ -3,11 +3,14 @@
 ``window``: keep the last K steps per env and re-encode them, batched over all envs — exactly
 what training saw. ``recurrent``: feed each new token through ``backbone.step`` and carry the
 state, O(1) per env step for SSMs (a KV cache for attention); rows are reset on their own.
+Window mode re-encodes the same shapes every step, so it can act through one compiled graph.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,17 +20,47 @@ if TYPE_CHECKING:
     from lit_seqrl.agents.decision import DecisionAgent
 
 
+class _Compiled:
+    """``torch.compile(fn)``, falling back to ``fn`` (with one warning) if compiling fails."""
+
+    def __init__(self, fn: Callable[..., Tensor]) -> None:
+        self.fn, self.compiled = fn, torch.compile(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # inductor fails in many ways (e.g. no C++ compiler on CPU)
+                warnings.warn(f"torch.compile failed, acting eagerly: {err}", stacklevel=2)
+                self.compiled = None
+        return self.fn(*args, **kwargs)
+
+
 class DecisionPolicy:
-    """A :class:`lit_seqrl.evaluation.rollout.VectorPolicy` conditioned on one target return."""
+    """A :class:`lit_seqrl.evaluation.rollout.VectorPolicy` conditioned on one target return.
+
+    ``compile`` (default: the agent's ``eval_compile``) acts through ``torch.compile`` of the
+    agent's forward in window mode; recurrent mode always runs eagerly.
+    """
 
     def __init__(
-        self, agent: DecisionAgent, target_return: float, mode: str = "window", context_len: int | None = None
+        self,
+        agent: DecisionAgent,
+        target_return: float,
+        mode: str = "window",
+        context_len: int | None = None,
+        compile: bool | None = None,
     ) -> None:
         if mode == "recurrent" and not agent.backbone.supports_step:
             raise ValueError(
                 f"backbone {type(agent.backbone).__name__} has no step(); use eval mode 'window'"
             )
         self.agent, self.mode = agent, mode
+        if compile is None:
+            compile = bool(agent.hparams.get("eval_compile", False))
+        self.forward: Callable[..., Tensor] = (
+            _Compiled(agent.forward) if compile and mode == "window" else agent
+        )
         spec = agent.spec
         self.K = context_len or spec["context_len"]
         self.scale = float(spec.get("reward_scale", 1.0))
@@ -99,7 +132,7 @@ class DecisionPolicy:
             True,
         )
         self.act_buf[:, -1] = 0  # not yet chosen; causal masking hides it from the state token
-        pred = self.agent(
+        pred = self.forward(
             self.obs_buf, self.act_buf, self.rtg_buf, self.t_buf, self.mask_buf, last_step_only=True
         )  # (M 1 A)
         return pred[:, -1]

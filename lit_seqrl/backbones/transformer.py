@@ -26,9 +26,10 @@ def attention_mask(mask: Tensor | None, seq_len: int) -> Tensor | None:
 
     Causal, valid queries never see padded keys, and every query sees itself, so the left-padded
     rows of a window get a defined (ignored) output instead of NaN. None when nothing is padded,
-    which lets SDPA use its ``is_causal`` fast path.
+    which lets SDPA use its ``is_causal`` fast path. A compiled graph always gets the explicit mask:
+    checking the mask's values would break it.
     """
-    if mask is None or bool(mask.all()):
+    if mask is None or (not torch.compiler.is_compiling() and bool(mask.all())):
         return None
     causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mask.device).tril()  # (L L)
     eye = torch.eye(seq_len, dtype=torch.bool, device=mask.device)  # (L L)

@@ -2,7 +2,8 @@
 
 With attention dropout on CPU, ``F.scaled_dot_product_attention`` runs its unfused math path
 and draws the dropout mask with ``bernoulli_``; spelling that path out lets the probabilities
-take the cheap mask instead. Everything else (no dropout, or not on CPU) goes to SDPA itself.
+take the cheap mask instead. Everything else (no dropout, not on CPU, or inside a compiled graph)
+goes to SDPA itself.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def attention(
     ``is_causal`` is SDPA's top-left aligned causal mask. Returns ``(..., Lq, E)``.
     """
     check_probability(dropout_p)
-    if dropout_p == 0.0 or q.device.type != "cpu":
+    if dropout_p == 0.0 or q.device.type != "cpu" or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
         )

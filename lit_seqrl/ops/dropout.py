@@ -48,6 +48,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     check_probability(p)
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or not x.is_floating_point():
+    # Other devices, and compiled graphs (which draw their own masks; random_ would break the
+    # graph), use PyTorch's dropout.
+    if x.device.type != "cpu" or not x.is_floating_point() or torch.compiler.is_compiling():
         return F.dropout(x, p, training=True)
     return x * keep_mask(x.shape, p, x.dtype, "cpu")
