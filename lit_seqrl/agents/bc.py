@@ -13,9 +13,6 @@ from typing import Any
 import torch
 
 from lit_seqrl.agents.decision import DecisionAgent, EvalMode
-from lit_seqrl.agents.decision_policy import DecisionPolicy
-from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
-from lit_seqrl.evaluation.scores import normalized_score
 
 
 class BCAgent(DecisionAgent):
@@ -49,27 +46,8 @@ class BCAgent(DecisionAgent):
         env_id: str | None = None,
     ) -> dict[str, Any]:
         """Unconditioned rollouts: one row of results (``target_returns`` is accepted and ignored)."""
-        env_id = env_id or self.spec.get("env_id")
-        if not env_id:
-            raise ValueError("this agent's data had no env id; pass env_id=... to evaluate it")
-        mode = mode or self.hparams.eval_mode
-        check_env_matches(env_id, self.spec["obs_dim"], self.spec["act_dim"], self.spec["discrete"])
-        was_training = self.training
-        self.eval()
-        try:
-            policy = DecisionPolicy(self, target_return=0.0, mode=mode)  # the return is never embedded
-            stats = summarize(run_episodes(env_id, policy, episodes, num_envs, seed, progress=progress))
-        finally:
-            self.train(was_training)
-        stats["normalized_score"] = normalized_score(
-            stats["return_mean"], self.spec.get("ref_min_score"), self.spec.get("ref_max_score")
-        )
+        report = self._rollouts([0.0], episodes, num_envs, seed, mode, progress, env_id)  # 0: never embedded
         dataset_target = (self.spec.get("target_returns") or [None])[0]
-        row = {"target_return": None if dataset_target is None else float(dataset_target), **stats}
-        return {
-            "episodes": episodes,
-            "mode": mode,
-            "env_id": env_id,
-            "return_conditioned": False,
-            "results": [row],
-        }
+        report["results"][0]["target_return"] = None if dataset_target is None else float(dataset_target)
+        report["return_conditioned"] = False
+        return report

@@ -365,6 +365,20 @@ class DecisionAgent(SeqRLAgent):
         env_id: str | None = None,
     ) -> dict[str, Any]:
         """Return-conditioned rollouts on a vector env, one row of results per target return."""
+        targets = target_returns or self.default_target_returns()
+        return self._rollouts(targets, episodes, num_envs, seed, mode, progress, env_id)
+
+    def _rollouts(
+        self,
+        targets: list[float],
+        episodes: int,
+        num_envs: int,
+        seed: int,
+        mode: EvalMode | None,
+        progress: bool,
+        env_id: str | None,
+    ) -> dict[str, Any]:
+        """The report of :meth:`evaluate_policy`: a row of statistics per target return."""
         env_id = env_id or self.spec.get("env_id")
         if not env_id:
             raise ValueError("this agent's data had no env id; pass env_id=... to evaluate it")
@@ -374,7 +388,7 @@ class DecisionAgent(SeqRLAgent):
         self.eval()
         rows = []
         try:
-            for target in target_returns or self.default_target_returns():
+            for target in targets:
                 policy = DecisionPolicy(self, target_return=target, mode=mode)
                 stats = summarize(run_episodes(env_id, policy, episodes, num_envs, seed, progress=progress))
                 stats["normalized_score"] = normalized_score(
