@@ -185,18 +185,19 @@ class EvalVariant:
     def __init__(
         self, name: str, agent: DecisionAgent, spec: dict[str, Any], episodes: int, **opts: Any
     ) -> None:
-        self.name, self.agent, self.spec, self.episodes = name, agent, spec, episodes
+        self.name, self.spec, self.episodes = name, spec, episodes
         self.bf16, self.threads = opts.get("bf16", False), opts.get("threads")
         self.policy = DecisionPolicy(agent, spec["target"], mode="window", compile=opts.get("compile", False))
         self.returns: list[float] = []
 
     def run(self, default_threads: int) -> float:
         torch.set_num_threads(self.threads or default_threads)
-        policy = self.policy
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         t0 = time.perf_counter()
         with torch.inference_mode(), ctx:
-            res = run_episodes(self.spec["env_id"], policy, self.episodes, num_envs=self.episodes, seed=0)
+            res = run_episodes(
+                self.spec["env_id"], self.policy, self.episodes, num_envs=self.episodes, seed=0
+            )
         seconds = (time.perf_counter() - t0) / sum(r.length for r in res)
         torch.set_num_threads(default_threads)
         self.returns = [r.total_return for r in res]
