@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lit_seqrl.ops.backend import Backend, probe, use_kernel
+from lit_seqrl.ops.linear_scan import scan_
 
 SCAN_MODULE = "mamba_ssm.ops.selective_scan_interface"
 STATE_UPDATE_MODULE = "mamba_ssm.ops.triton.selective_state_update"
@@ -102,6 +104,7 @@ def selective_scan_chunked(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     chunk_size: int | None = None,
+    implementation: Literal["function", "graph"] = "function",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan by chunks (module docstring); arguments and result as :func:`selective_scan_ref`.
 
@@ -113,8 +116,19 @@ def selective_scan_chunked(
     dtype_in = u.dtype
     u, delta, A, B, C = _upcast(u, delta, A, B, C)
     delta = _step_size(delta, delta_bias, delta_softplus)  # (B D L)
-    B, C = _per_channel(B, u.shape[1]), _per_channel(C, u.shape[1])  # (B D|1 N L)
-    y, last_state = _chunked_scan(u, delta, A, B, C, chunk_size)
+    if implementation == "function":
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        B, C = _grouped(B, u.shape[1]), _grouped(C, u.shape[1])  # (B G N L)
+        T = min(
+            chunk_size or _default_chunk_size(u.shape[-1], u.shape[0] * u.shape[1] * A.shape[1]), u.shape[-1]
+        )
+        y, last_state = _SelectiveScanFn.apply(u, delta, A, B, C, T)
+    elif implementation == "graph":
+        B, C = _per_channel(B, u.shape[1]), _per_channel(C, u.shape[1])  # (B D|1 N L)
+        y, last_state = _chunked_scan(u, delta, A, B, C, chunk_size)
+    else:
+        raise ValueError(f"implementation must be 'function' or 'graph', got {implementation!r}")
     out = _epilogue(y, u, D, z).to(dtype_in)
     return (out, last_state) if return_last_state else out
 
@@ -272,6 +286,17 @@ def _per_channel(X: Tensor, d: int, time_axis: bool = True) -> Tensor:
     return X.repeat_interleave(d // g, dim=1)
 
 
+def _grouped(X: Tensor, d: int) -> Tensor:
+    """B or C as ``(B, G, N, L)``: a shared ``(B, N, L)`` is one group of all ``d`` channels."""
+    if X.dim() == 3:
+        return X.unsqueeze(1)
+    if X.dim() != 4:
+        raise ValueError(f"B and C must be (B, N, L) or (B, G, N, L), got {tuple(X.shape)}")
+    if d % X.shape[1]:
+        raise ValueError(f"{X.shape[1]} groups do not divide {d} channels")
+    return X
+
+
 def _upcast(*tensors: Tensor) -> list[Tensor]:
     """Compute in fp32 at least (half-precision inputs are upcast, like the kernel; fp64 stays fp64)."""
     dtype = torch.promote_types(tensors[0].dtype, torch.float32)
@@ -285,3 +310,87 @@ def _epilogue(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tenso
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    """``y = C·h`` of the recurrence with a hand-derived backward (module docstring, "Fast path").
+
+    Inputs (one dtype, fp32 or fp64): ``u, dt (B D L)`` with Δ final (after bias and softplus),
+    ``A (D N)``, ``Bm, Cm (B G N L)``. Outputs ``y (B D L)`` and the last state ``(B D N)``.
+    States are laid out ``(T c B G N R)``, channels innermost: every broadcast (Δ over the state
+    index, B over the channels) then runs along long contiguous rows.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, T: int
+    ) -> tuple[Tensor, Tensor]:
+        batch, d, L = u.shape
+        g, n = Bm.shape[1], Bm.shape[2]
+        lay = _TimeMajor(L, T, batch, g, d // g)
+        dt_t, dtu_t = lay.channels(dt), lay.channels(dt * u)  # (T c B G 1 R)
+        B_t, C_t = lay.states(Bm), lay.states(Cm)  # (T c B G N 1)
+        A_t = A.view(g, -1, n).transpose(1, 2).contiguous()  # (G N R)
+        dA = torch.exp(dt_t * A_t)  # Ā (T c B G N R), exponent <= 0
+        h = B_t * dtu_t  # B̄u, overwritten with the states
+        scan_(dA, h)
+        y = (C_t.transpose(-1, -2) @ h).squeeze(-2)  # (T c B G R)
+        ctx.save_for_backward(u, dt, A, Bm, Cm, dA, h)
+        ctx.T = T
+        last = h[-1, -1].transpose(-1, -2).reshape(batch, d, n)  # padding steps keep the last state
+        return lay.unchannels(y), last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor, dlast: Tensor) -> tuple[Tensor | None, ...]:
+        u, dt, A, Bm, Cm, dA, h = ctx.saved_tensors
+        batch, d, L = u.shape
+        g, n = Bm.shape[1], Bm.shape[2]
+        lay = _TimeMajor(L, ctx.T, batch, g, d // g)
+        dt_t, u_t, dy_t = lay.channels(dt), lay.channels(u), lay.channels(dy)  # (T c B G 1 R)
+        B_t, C_t = lay.states(Bm), lay.states(Cm)  # (T c B G N 1)
+        dtu_t = dt_t * u_t
+
+        # Adjoint recurrence: dL/dh_t = C_t dy_t + Ā_{t+1} dL/dh_{t+1}, run backwards.
+        gh = C_t * dy_t  # (T c B G N R)
+        gh[-1, -1] += dlast.view(batch, g, -1, n).transpose(-1, -2)
+        scan_(dA, gh, adjoint=True)
+
+        dC = h @ dy_t.transpose(-1, -2)  # (T c B G N 1)
+        dB = gh @ dtu_t.transpose(-1, -2)  # (T c B G N 1)
+        ddtu = B_t.transpose(-1, -2) @ gh  # dL/d(Δu) (T c B G 1 R)
+        # Ā_t h_{t-1} = h_t - B̄u_t: the decay's gradient without storing the previous states.
+        gh.mul_(torch.addcmul(h, B_t, dtu_t, value=-1.0))  # dL/d(ΔA)_t, elementwise
+        A_t = A.view(g, -1, n).transpose(1, 2)  # (G N R)
+        ddt = torch.addcmul((gh * A_t).sum(-2, keepdim=True), ddtu, u_t)  # (T c B G 1 R)
+        gh.mul_(dt_t)  # summed over time and batch: dL/dA, a reduction over the leading dim
+        dA_par = gh.view(-1, g, n, d // g).sum(0).transpose(1, 2).reshape(d, n)
+        du = ddtu * dt_t
+        return lay.unchannels(du), lay.unchannels(ddt), dA_par, lay.unstates(dB), lay.unstates(dC), None
+
+
+class _TimeMajor:
+    """``(B, D, L)`` / ``(B, G, N, L)`` tensors to and from the ``(T, c, B, G, 1, R)`` / ``(T, c, B, G, N, 1)`` layouts."""
+
+    def __init__(self, L: int, T: int, batch: int, g: int, r: int) -> None:
+        self.L, self.T, self.c = L, T, -(-L // T)
+        self.batch, self.g, self.r = batch, g, r
+
+    def _pad(self, x: Tensor) -> Tensor:  # zeros after the end: Δ = 0 there, so Ā = 1 and B̄u = 0
+        return F.pad(x, (0, self.c * self.T - self.L))
+
+    def channels(self, x: Tensor) -> Tensor:  # (B D L) -> (T c B G 1 R)
+        x = self._pad(x).view(self.batch, self.g, self.r, self.c, self.T)
+        return x.permute(4, 3, 0, 1, 2).unsqueeze(-2).contiguous()
+
+    def states(self, x: Tensor) -> Tensor:  # (B G N L) -> (T c B G N 1)
+        x = self._pad(x).unflatten(-1, (self.c, self.T))
+        return x.permute(4, 3, 0, 1, 2).unsqueeze(-1).contiguous()
+
+    def unchannels(self, x: Tensor) -> Tensor:  # (T c B G [1] R) -> (B D L)
+        x = x.reshape(self.T, self.c, self.batch, self.g, self.r).permute(2, 3, 4, 1, 0)
+        return x.reshape(self.batch, self.g * self.r, self.c * self.T)[..., : self.L].contiguous()
+
+    def unstates(self, x: Tensor) -> Tensor:  # (T c B G N [1]) -> (B G N L)
+        x = x.reshape(self.T, self.c, self.batch, self.g, -1).permute(2, 3, 4, 1, 0).flatten(-2)
+        return x[..., : self.L].contiguous()
