@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_seqrl.ops.backend import Backend, probe, use_kernel
-from lit_seqrl.ops.linear_scan import scan_
+from lit_seqrl.ops.linear_scan import scan_, workspace
 
 SCAN_MODULE = "mamba_ssm.ops.selective_scan_interface"
 STATE_UPDATE_MODULE = "mamba_ssm.ops.triton.selective_state_update"
@@ -331,8 +331,9 @@ class _SelectiveScanFn(torch.autograd.Function):
         dt_t, dtu_t = lay.channels(dt), lay.channels(dt * u)  # (T c B G 1 R)
         B_t, C_t = lay.states(Bm), lay.states(Cm)  # (T c B G N 1)
         A_t = A.view(g, -1, n).transpose(1, 2).contiguous()  # (G N R)
-        dA = torch.exp(dt_t * A_t)  # Ā (T c B G N R), exponent <= 0
-        h = B_t * dtu_t  # B̄u, overwritten with the states
+        shape = (*dt_t.shape[:-2], n, d // g)  # (T c B G N R)
+        dA = torch.mul(dt_t, A_t, out=workspace(shape, u.dtype, u.device)).exp_()  # Ā, exponent <= 0
+        h = torch.mul(B_t, dtu_t, out=workspace(shape, u.dtype, u.device))  # B̄u, overwritten with the states
         scan_(dA, h)
         y = (C_t.transpose(-1, -2) @ h).squeeze(-2)  # (T c B G R)
         ctx.save_for_backward(u, dt, A, Bm, Cm, dA, h)
@@ -352,7 +353,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         dtu_t = dt_t * u_t
 
         # Adjoint recurrence: dL/dh_t = C_t dy_t + Ā_{t+1} dL/dh_{t+1}, run backwards.
-        gh = C_t * dy_t  # (T c B G N R)
+        gh = torch.mul(C_t, dy_t, out=workspace(h.shape, h.dtype, h.device))  # (T c B G N R)
         gh[-1, -1] += dlast.view(batch, g, -1, n).transpose(-1, -2)
         scan_(dA, gh, adjoint=True)
 
@@ -360,9 +361,11 @@ class _SelectiveScanFn(torch.autograd.Function):
         dB = gh @ dtu_t.transpose(-1, -2)  # (T c B G N 1)
         ddtu = B_t.transpose(-1, -2) @ gh  # dL/d(Δu) (T c B G 1 R)
         # Ā_t h_{t-1} = h_t - B̄u_t: the decay's gradient without storing the previous states.
-        gh.mul_(torch.addcmul(h, B_t, dtu_t, value=-1.0))  # dL/d(ΔA)_t, elementwise
+        tmp = workspace(h.shape, h.dtype, h.device)
+        gh.mul_(torch.addcmul(h, B_t, dtu_t, value=-1.0, out=tmp))  # dL/d(ΔA)_t, elementwise
         A_t = A.view(g, -1, n).transpose(1, 2)  # (G N R)
-        ddt = torch.addcmul((gh * A_t).sum(-2, keepdim=True), ddtu, u_t)  # (T c B G 1 R)
+        ddt = torch.addcmul(torch.mul(gh, A_t, out=tmp).sum(-2, keepdim=True), ddtu, u_t)  # (T c B G 1 R)
+        del tmp
         gh.mul_(dt_t)  # summed over time and batch: dL/dA, a reduction over the leading dim
         dA_par = gh.view(-1, g, n, d // g).sum(0).transpose(1, 2).reshape(d, n)
         du = ddtu * dt_t
