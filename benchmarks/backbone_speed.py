@@ -1,0 +1,123 @@
+"""Training step time of every sequence backbone against the transformer's (DT's), side by side.
+
+Each backbone is built through the registry at the same width, depth, context (K) and batch, and
+trained for a few steps on the same random tokens with some rows left-padded (as the decision
+agents' windows at an episode's start): forward, a linear head, backward and AdamW. Rounds take
+turns over the backbones (interleaved), and each backbone's time is the median over rounds, so a
+busy machine slows all of them alike. The agents' embeddings and heads are the same whatever the
+backbone, so the ratios here are the part of a training step the backbone changes.
+
+Sizes: ``experiment`` is the backbones experiment (configs/experiments/backbones.yaml: d_model 64,
+2 layers, batch 32, K = 20), ``paper`` the Decision Transformer paper's (d_model 128, 3 layers,
+batch 64, K = 20). Tokens: 3K interleaved (return, state, action) per window, except DS4, which the
+experiment runs on K stacked tokens.
+
+    python benchmarks/backbone_speed.py                      # both sizes
+    python benchmarks/backbone_speed.py --size experiment --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from lit_seqrl.registry import build_backbone
+
+SIZES = {  # d_model, n_layers, batch
+    "experiment": (64, 2, 32),
+    "paper": (128, 3, 64),
+}
+#: variant -> (backbone name, extra keyword arguments, tokens per step of context)
+VARIANTS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "DT": ("transformer", {"n_heads": 1, "dropout": 0.1}, 3),
+    "DMamba": ("mamba", {}, 3),
+    "Mamba-2": ("mamba2", {}, 3),
+    "MambaDM": ("mambadm", {"local_window": 6, "fusion": "gate"}, 3),
+    "DS4": ("s4", {}, 1),
+    "DC": ("dc", {"window": 6, "token_types": 3}, 3),
+}
+
+
+class Trainee:
+    """One backbone with a linear head and its optimiser, on fixed inputs."""
+
+    def __init__(self, name: str, kwargs: dict[str, Any], d: int, layers: int, batch: int, L: int) -> None:
+        torch.manual_seed(0)
+        self.backbone = build_backbone(name, d_model=d, n_layers=layers, **kwargs)
+        self.head = nn.Linear(d, 1)
+        params = [*self.backbone.parameters(), *self.head.parameters()]
+        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+        self.x = torch.randn(batch, L, d)
+        self.mask = torch.ones(batch, L, dtype=torch.bool)
+        self.mask[: batch // 4, : L // 3] = False  # a quarter of the windows start mid-context
+
+    def step(self) -> None:
+        y = self.head(self.backbone(self.x, self.mask))
+        loss = y.square().mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def measure(size: str, K: int, steps: int, rounds: int) -> dict[str, float]:
+    """Median ms per training step of every variant at ``size``, rounds interleaved."""
+    d, layers, batch = SIZES[size]
+    trainees = {
+        v: Trainee(name, kw, d, layers, batch, per_step * K) for v, (name, kw, per_step) in VARIANTS.items()
+    }
+    for t in trainees.values():  # warm-up: first-call allocations, thread pools
+        t.step()
+    times: dict[str, list[float]] = {v: [] for v in trainees}
+    for _ in range(rounds):
+        for v, t in trainees.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                t.step()
+            times[v].append((time.perf_counter() - start) / steps)
+    return {v: 1e3 * statistics.median(ts) for v, ts in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=[*SIZES, "both"], default="both")
+    p.add_argument("--context", type=int, default=20, help="K, timesteps per window")
+    p.add_argument("--steps", type=int, default=3, help="training steps per variant per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (1: stable timings on a shared machine)"
+    )
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = list(SIZES) if args.size == "both" else [args.size]
+
+    print(f"training step (fwd + bwd + AdamW), K={args.context}, CPU threads={torch.get_num_threads()}, "
+          f"median of {args.rounds} rounds x {args.steps} steps")  # fmt: skip
+    header = (
+        f"{'size':<12}{'variant':<10}{'backbone':<13}{'tokens':>7}{'ms/step':>10}{'steps/s':>9}{'vs DT':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    worst: dict[str, tuple[float, str]] = {}
+    for size in sizes:
+        ms = measure(size, args.context, args.steps, args.rounds)
+        for v, t in ms.items():
+            name, _, per_step = VARIANTS[v]
+            ratio = t / ms["DT"]
+            print(
+                f"{size:<12}{v:<10}{name:<13}{per_step * args.context:>7}{t:>10.1f}{1e3 / t:>9.2f}{ratio:>7.2f}x"
+            )
+            if v != "DT" and ratio > worst.get(size, (0.0, ""))[0]:
+                worst[size] = (ratio, v)
+    for size, (ratio, v) in worst.items():
+        print(f"slowest against DT at {size} size: {v} {ratio:.2f}x")
+    size = "experiment" if "experiment" in worst else sizes[0]
+    print(f"RESULT slowest_ssm_vs_dt_{size}: {worst[size][0]:.2f} x step time (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
