@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lit_seqrl.ops.backend import KernelUnavailableError, probe
+from lit_seqrl.ops.linear_scan import scan_
 from lit_seqrl.ops.selective_scan import (
     SCAN_MODULE,
     selective_scan,
@@ -59,15 +60,22 @@ def select(inputs, D, z, bias, softplus):
     return kw
 
 
+@pytest.mark.parametrize("implementation", ["function", "graph"])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("options", OPTIONS)
-def test_chunked_matches_reference_forward_and_grad(shape, options):
+def test_chunked_matches_reference_forward_and_grad(shape, options, implementation):
     batch, d, n, L, groups, chunk = shape
     D, z, bias, softplus = options
     inputs = select(make_inputs(batch, d, n, L, groups), D, z, bias, softplus)
     leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
     y_ref, h_ref = selective_scan_ref(**inputs, delta_softplus=softplus, return_last_state=True)
-    y, h = selective_scan_chunked(**leaves, delta_softplus=softplus, return_last_state=True, chunk_size=chunk)
+    y, h = selective_scan_chunked(
+        **leaves,
+        delta_softplus=softplus,
+        return_last_state=True,
+        chunk_size=chunk,
+        implementation=implementation,
+    )
     torch.testing.assert_close(y, y_ref, **FP32)
     torch.testing.assert_close(h, h_ref, **FP32)
 
@@ -80,6 +88,69 @@ def test_chunked_matches_reference_forward_and_grad(shape, options):
         torch.testing.assert_close(
             leaves[name].grad, ref_leaves[name].grad, **GRAD, msg=lambda m, k=name: f"d{k}: {m}"
         )
+
+
+@pytest.mark.parametrize("L, chunk", [(60, None), (60, 60), (97, 10), (1024, None)])
+def test_training_sizes_match_reference(L, chunk):
+    """The sizes the benchmarks time (one chunk for wide steps, many for long L), official tolerances."""
+    batch, d = (8, 64) if L < 100 else (1, 32)
+    inputs = make_inputs(batch, d, 16, L, seed=4)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    ref_leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    y = selective_scan_chunked(**leaves, delta_softplus=True, chunk_size=chunk)
+    y_ref = selective_scan_ref(**ref_leaves, delta_softplus=True)
+    torch.testing.assert_close(y, y_ref, **GRAD)
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    (y_ref * w).sum().backward()
+    for name in inputs:
+        torch.testing.assert_close(
+            leaves[name].grad, ref_leaves[name].grad, **GRAD, msg=lambda m, k=name: f"d{k}: {m}"
+        )
+
+
+def test_buffers_in_use_are_not_reused():
+    """Two graphs alive at once, one backward twice (retain_graph): reused workspace must not leak between them."""
+    first, second = make_inputs(4, 64, 16, 64, seed=5), make_inputs(4, 64, 16, 64, seed=6)  # 1 MiB states
+    grads = []
+    for inputs in (first, second):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        out = selective_scan_chunked(**leaves, delta_softplus=True)
+        grads.append((leaves, out))
+    for _, out in reversed(grads):
+        out.square().sum().backward(retain_graph=True)
+    leaves, out = grads[0]
+    once = leaves["delta"].grad.clone()
+    selective_scan_chunked(**second, delta_softplus=True)  # a third call between the two backward passes
+    out.square().sum().backward()
+    torch.testing.assert_close(leaves["delta"].grad, 2 * once)
+    for inputs, (leaves, _) in zip((first, second), grads):
+        ref_leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        selective_scan_ref(**ref_leaves, delta_softplus=True).square().sum().backward()
+        grad = leaves["u"].grad / (2 if inputs is first else 1)
+        torch.testing.assert_close(grad, ref_leaves["u"].grad, **GRAD)
+
+
+@pytest.mark.parametrize("T, c", [(5, 1), (4, 3), (1, 6)])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_linear_scan_matches_a_loop(T, c, adjoint):
+    g = torch.Generator().manual_seed(7)
+    a = torch.rand(T, c, 3, 2, generator=g, dtype=torch.float64)
+    x = torch.randn(T, c, 3, 2, generator=g, dtype=torch.float64)
+    flat_a, flat_x = (
+        a.transpose(0, 1).reshape(T * c, 3, 2),
+        x.transpose(0, 1).reshape(T * c, 3, 2),
+    )  # time order
+    h, want = torch.zeros(3, 2, dtype=torch.float64), []
+    steps = range(T * c - 1, -1, -1) if adjoint else range(T * c)
+    for t in steps:
+        if adjoint:  # g_t = a_{t+1} g_{t+1} + x_t
+            h = flat_x[t] + (flat_a[t + 1] * h if t + 1 < T * c else 0)
+        else:
+            h = flat_a[t] * h + flat_x[t]
+        want.append(h)
+    want = torch.stack(want[::-1] if adjoint else want).reshape(c, T, 3, 2).transpose(0, 1)
+    torch.testing.assert_close(scan_(a, x.clone(), adjoint=adjoint), want)
 
 
 def test_chunked_gradcheck_fp64():

@@ -101,10 +101,12 @@ def workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) 
         for buf in _buffers:
             if buf.dtype == dtype and buf.numel() == numel and _unused(buf):
                 return buf.view(shape)
-        out = torch.empty(shape, dtype=dtype, device=device)
+        buf = torch.empty(shape, dtype=dtype, device=device)
         if sum(b.nbytes for b in _buffers) + nbytes <= WORKSPACE_MAX_BYTES:
-            _buffers.append(out)
-        return out
+            _buffers.append(buf)
+        # Always a view: the caller's tensor must hold its own reference to the storage, else
+        # the buffer would look unused while the caller still writes to it.
+        return buf.view(shape)
 
 
 def clear_workspace() -> None:
