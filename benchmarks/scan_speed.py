@@ -2,11 +2,14 @@
 
 One Mamba layer's scan as the backbone calls it (Δ bias + softplus, D skip, silu gate): by default
 d_inner=128 (a d_model=64 block), d_state=16, batch 1, one CPU thread (with several threads on a
-busy machine, every parallel op waits for a descheduled thread and timings become noise). Times
-are the best of ``--reps`` runs, alternating between the two implementations.
+busy machine, every parallel op waits for a descheduled thread and timings become noise), plus
+the backbones experiment's training case (batch 32, L = 60). Times are the best of ``--reps``
+runs, alternating between three implementations: the sequential reference, ``graph`` (the
+chunked recurrence differentiated by autograd, the previous default) and ``function`` (the
+default: a custom autograd Function with a hand-derived backward).
 
-    python benchmarks/scan_speed.py            # L = 256, 1024, 4096
-    python benchmarks/scan_speed.py --quick    # L = 256, 1024, fewer repetitions
+    python benchmarks/scan_speed.py            # L = 60 (batch 32), 256, 1024, 4096
+    python benchmarks/scan_speed.py --quick    # L = 60 (batch 32), 256, 1024, fewer repetitions
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -44,12 +48,19 @@ def timed(fn: Callable, inputs: dict[str, torch.Tensor], backward: bool) -> floa
     return time.perf_counter() - start
 
 
-def best_times(inputs: dict[str, torch.Tensor], backward: bool, reps: int) -> tuple[float, float]:
-    ref, chunked = float("inf"), float("inf")
+IMPLEMENTATIONS: dict[str, Callable] = {
+    "sequential": selective_scan_ref,
+    "graph": partial(selective_scan_chunked, implementation="graph"),
+    "function": selective_scan_chunked,
+}
+
+
+def best_times(inputs: dict[str, torch.Tensor], backward: bool, reps: int) -> dict[str, float]:
+    best = dict.fromkeys(IMPLEMENTATIONS, float("inf"))
     for _ in range(reps):
-        ref = min(ref, timed(selective_scan_ref, inputs, backward))
-        chunked = min(chunked, timed(selective_scan_chunked, inputs, backward))
-    return ref, chunked
+        for name, fn in IMPLEMENTATIONS.items():
+            best[name] = min(best[name], timed(fn, inputs, backward))
+    return best
 
 
 def main() -> None:
@@ -64,32 +75,39 @@ def main() -> None:
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    lengths = [256, 1024] if args.quick else [256, 1024, 4096]
+    cases = [(32, 60)] + [(args.batch, L) for L in ([256, 1024] if args.quick else [256, 1024, 4096])]
     reps = args.reps or (3 if args.quick else 5)
 
     print(
-        f"selective scan, batch={args.batch} d_inner={args.d_inner} d_state={args.d_state}, fp32, "
+        f"selective scan, d_inner={args.d_inner} d_state={args.d_state}, fp32, "
         f"CPU threads={torch.get_num_threads()}, best of {reps}"
     )
-    header = f"{'L':>6}{'pass':>10}{'sequential ms':>15}{'chunked ms':>12}{'speedup':>9}{'max |diff|':>12}"
+    header = (
+        f"{'batch':>5}{'L':>6}{'pass':>9}{'sequential ms':>15}{'graph ms':>10}{'function ms':>13}"
+        f"{'graph x':>9}{'function x':>12}{'max |diff|':>12}"
+    )
     print(header)
     print("-" * len(header))
     speedups: dict[tuple[int, str], float] = {}
-    for L in lengths:
-        inputs = make_inputs(args.batch, args.d_inner, args.d_state, L)
+    for batch, L in cases:
+        inputs = make_inputs(batch, args.d_inner, args.d_state, L)
         with torch.no_grad():
             diff = selective_scan_chunked(**inputs, delta_softplus=True) - selective_scan_ref(
                 **inputs, delta_softplus=True
             )
         for name, backward in (("fwd", False), ("fwd+bwd", True)):
             timed(selective_scan_chunked, make_inputs(1, 8, 4, 64), backward)  # warm up thread pools
-            ref, chunked = best_times(inputs, backward, reps)
-            speedups[L, name] = ref / chunked
+            t = best_times(inputs, backward, reps)
+            ref = t["sequential"]
+            speedups[L, name] = ref / t["function"]
             print(
-                f"{L:>6}{name:>10}{1e3 * ref:>15.1f}{1e3 * chunked:>12.1f}{ref / chunked:>8.1f}x{diff.abs().max():>12.1e}"
+                f"{batch:>5}{L:>6}{name:>9}{1e3 * ref:>15.1f}{1e3 * t['graph']:>10.1f}{1e3 * t['function']:>13.1f}"
+                f"{ref / t['graph']:>8.1f}x{ref / t['function']:>11.1f}x{diff.abs().max():>12.1e}"
             )
-    print("note: the RESULT below is the forward+backward (training) speedup; forward alone is in the table")
+    print("note: the RESULT lines are the forward+backward (training) speedups of the default (function)")
     print(f"RESULT scan_speedup_L1024: {speedups[1024, 'fwd+bwd']:.1f} x (goal >= 5)")
+    if (4096, "fwd+bwd") in speedups:
+        print(f"RESULT scan_speedup_L4096: {speedups[4096, 'fwd+bwd']:.1f} x (goal >= 10)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 Arguments follow ``mamba_ssm.selective_scan_fn`` (channels before time):
 
 * :func:`selective_scan_ref`: the recurrence one step at a time, the readable definition.
-* :func:`selective_scan_chunked`: pure PyTorch without a Python step per token, see below.
+* :func:`selective_scan_chunked`: pure PyTorch, by default through the custom autograd Function
+  of :mod:`lit_seqrl.ops.scan_function` (hand-derived backward); ``implementation="graph"`` is
+  the chunked algorithm below differentiated by autograd, slower, kept as a second opinion.
 * :func:`selective_scan`: the official CUDA kernel when usable (``backend`` rule of
   :mod:`lit_seqrl.ops.backend`), else the chunked path.
 * :func:`selective_state_update`: one token of the recurrence, for O(1) inference.
@@ -39,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_seqrl.ops import scan_function
 from lit_seqrl.ops.backend import Backend, probe, use_kernel
-from lit_seqrl.ops.linear_scan import scan_, workspace
 
 SCAN_MODULE = "mamba_ssm.ops.selective_scan_interface"
 STATE_UPDATE_MODULE = "mamba_ssm.ops.triton.selective_state_update"
@@ -123,7 +125,8 @@ def selective_scan_chunked(
         T = min(
             chunk_size or _default_chunk_size(u.shape[-1], u.shape[0] * u.shape[1] * A.shape[1]), u.shape[-1]
         )
-        y, last_state = _SelectiveScanFn.apply(u, delta, A, B, C, T)
+        stepwise = u.shape[-1] <= T and u.shape[0] * u.shape[1] * A.shape[1] > CHUNKING_MAX_WIDTH
+        y, last_state = scan_function.SelectiveScanFn.apply(u, delta, A, B, C, T, stepwise)
     elif implementation == "graph":
         B, C = _per_channel(B, u.shape[1]), _per_channel(C, u.shape[1])  # (B D|1 N L)
         y, last_state = _chunked_scan(u, delta, A, B, C, chunk_size)
@@ -310,96 +313,3 @@ def _epilogue(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tenso
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
-
-
-class _SelectiveScanFn(torch.autograd.Function):
-    """``y = C·h`` of the recurrence with a hand-derived backward (module docstring, "Fast path").
-
-    Inputs (one dtype, fp32 or fp64): ``u, dt (B D L)`` with Δ final (after bias and softplus),
-    ``A (D N)``, ``Bm, Cm (B G N L)``. Outputs ``y (B D L)`` and the last state ``(B D N)``.
-    States are laid out ``(T c B G N R)``, channels innermost: every broadcast (Δ over the state
-    index, B over the channels) then runs along long contiguous rows.
-    """
-
-    @staticmethod
-    def forward(
-        ctx, u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, T: int
-    ) -> tuple[Tensor, Tensor]:
-        batch, d, L = u.shape
-        g, n = Bm.shape[1], Bm.shape[2]
-        lay = _TimeMajor(L, T, batch, g, d // g)
-        dt_t, dtu_t = lay.channels(dt), lay.channels(dt * u)  # (T c B G 1 R)
-        B_t, C_t = lay.states(Bm), lay.states(Cm)  # (T c B G N 1)
-        A_t = A.view(g, -1, n).transpose(1, 2).contiguous()  # (G N R)
-        shape = (*dt_t.shape[:-2], n, d // g)  # (T c B G N R)
-        dA = torch.mul(dt_t, A_t, out=workspace(shape, u.dtype, u.device)).exp_()  # Ā, exponent <= 0
-        h = torch.mul(B_t, dtu_t, out=workspace(shape, u.dtype, u.device))  # B̄u, overwritten with the states
-        scan_(dA, h)
-        y = (_flip(C_t) @ h).squeeze(-2)  # (T c B G R)
-        ctx.save_for_backward(u, dt, A, Bm, Cm, dA, h)
-        ctx.T = T
-        last = h[-1, -1].transpose(-1, -2).reshape(batch, d, n)  # padding steps keep the last state
-        return lay.unchannels(y), last
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy: Tensor, dlast: Tensor) -> tuple[Tensor | None, ...]:
-        u, dt, A, Bm, Cm, dA, h = ctx.saved_tensors
-        batch, d, L = u.shape
-        g, n = Bm.shape[1], Bm.shape[2]
-        lay = _TimeMajor(L, ctx.T, batch, g, d // g)
-        dt_t, u_t, dy_t = lay.channels(dt), lay.channels(u), lay.channels(dy)  # (T c B G 1 R)
-        B_t, C_t = lay.states(Bm), lay.states(Cm)  # (T c B G N 1)
-        dtu_t = dt_t * u_t
-
-        # Adjoint recurrence: dL/dh_t = C_t dy_t + Ā_{t+1} dL/dh_{t+1}, run backwards.
-        gh = torch.mul(C_t, dy_t, out=workspace(h.shape, h.dtype, h.device))  # (T c B G N R)
-        gh[-1, -1] += dlast.view(batch, g, -1, n).transpose(-1, -2)
-        scan_(dA, gh, adjoint=True)
-
-        dC = h @ _flip(dy_t)  # (T c B G N 1)
-        dB = gh @ _flip(dtu_t)  # (T c B G N 1)
-        ddtu = _flip(B_t) @ gh  # dL/d(Δu) (T c B G 1 R)
-        # Ā_t h_{t-1} = h_t - B̄u_t: the decay's gradient without storing the previous states.
-        tmp = workspace(h.shape, h.dtype, h.device)
-        gh.mul_(torch.addcmul(h, B_t, dtu_t, value=-1.0, out=tmp))  # dL/d(ΔA)_t, elementwise
-        A_t = A.view(g, -1, n).transpose(1, 2)  # (G N R)
-        ddt = torch.addcmul(torch.mul(gh, A_t, out=tmp).sum(-2, keepdim=True), ddtu, u_t)  # (T c B G 1 R)
-        del tmp
-        gh.mul_(dt_t)  # summed over time and batch: dL/dA, a reduction over the leading dim
-        dA_par = gh.view(-1, g, n, d // g).sum(0).transpose(1, 2).reshape(d, n)
-        du = ddtu * dt_t
-        return lay.unchannels(du), lay.unchannels(ddt), dA_par, lay.unstates(dB), lay.unstates(dC), None
-
-
-def _flip(x: Tensor) -> Tensor:
-    """A contiguous row ``(..., 1, K)`` as a column ``(..., K, 1)`` or back, as a view: matmul
-    took a slow path on the equivalent transposed strides (3x on the readout here)."""
-    return x.view(*x.shape[:-2], x.shape[-1], x.shape[-2])
-
-
-class _TimeMajor:
-    """``(B, D, L)`` / ``(B, G, N, L)`` tensors to and from the ``(T, c, B, G, 1, R)`` / ``(T, c, B, G, N, 1)`` layouts."""
-
-    def __init__(self, L: int, T: int, batch: int, g: int, r: int) -> None:
-        self.L, self.T, self.c = L, T, -(-L // T)
-        self.batch, self.g, self.r = batch, g, r
-
-    def _pad(self, x: Tensor) -> Tensor:  # zeros after the end: Δ = 0 there, so Ā = 1 and B̄u = 0
-        return F.pad(x, (0, self.c * self.T - self.L))
-
-    def channels(self, x: Tensor) -> Tensor:  # (B D L) -> (T c B G 1 R)
-        x = self._pad(x).view(self.batch, self.g, self.r, self.c, self.T)
-        return x.permute(4, 3, 0, 1, 2).unsqueeze(-2).contiguous()
-
-    def states(self, x: Tensor) -> Tensor:  # (B G N L) -> (T c B G N 1)
-        x = self._pad(x).unflatten(-1, (self.c, self.T))
-        return x.permute(4, 3, 0, 1, 2).unsqueeze(-1).contiguous()
-
-    def unchannels(self, x: Tensor) -> Tensor:  # (T c B G [1] R) -> (B D L)
-        x = x.reshape(self.T, self.c, self.batch, self.g, self.r).permute(2, 3, 4, 1, 0)
-        return x.reshape(self.batch, self.g * self.r, self.c * self.T)[..., : self.L].contiguous()
-
-    def unstates(self, x: Tensor) -> Tensor:  # (T c B G N [1]) -> (B G N L)
-        x = x.reshape(self.T, self.c, self.batch, self.g, -1).permute(2, 3, 4, 1, 0).flatten(-2)
-        return x[..., : self.L].contiguous()
