@@ -97,12 +97,13 @@ def test_training_sizes_match_reference(L, chunk):
     inputs = make_inputs(batch, d, 16, L, seed=4)
     leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
     ref_leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
-    y = selective_scan_chunked(**leaves, delta_softplus=True, chunk_size=chunk)
-    y_ref = selective_scan_ref(**ref_leaves, delta_softplus=True)
+    y, h = selective_scan_chunked(**leaves, delta_softplus=True, chunk_size=chunk, return_last_state=True)
+    y_ref, h_ref = selective_scan_ref(**ref_leaves, delta_softplus=True, return_last_state=True)
     torch.testing.assert_close(y, y_ref, **GRAD)
+    torch.testing.assert_close(h, h_ref, **GRAD)
     w = torch.randn_like(y)
-    (y * w).sum().backward()
-    (y_ref * w).sum().backward()
+    ((y * w).sum() + h.square().sum()).backward()  # the last state's gradient enters the adjoint too
+    ((y_ref * w).sum() + h_ref.square().sum()).backward()
     for name in inputs:
         torch.testing.assert_close(
             leaves[name].grad, ref_leaves[name].grad, **GRAD, msg=lambda m, k=name: f"d{k}: {m}"
