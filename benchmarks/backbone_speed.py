@@ -14,6 +14,7 @@ experiment runs on K stacked tokens.
 
     python benchmarks/backbone_speed.py                      # both sizes
     python benchmarks/backbone_speed.py --size experiment --rounds 3
+    python benchmarks/backbone_speed.py --profile            # where a DMamba step's time goes
 """
 
 from __future__ import annotations
@@ -82,6 +83,52 @@ def measure(size: str, K: int, steps: int, rounds: int) -> dict[str, float]:
     return {v: 1e3 * statistics.median(ts) for v, ts in times.items()}
 
 
+#: DMamba sizes profiled by ``--profile``: d_model, n_layers, batch, tokens.
+PROFILE_CASES = [(64, 2, 32, 60), (128, 3, 64, 60), (64, 2, 4, 1024)]
+CATEGORIES = ("projections", "conv", "scan fwd", "scan bwd", "element-wise + rest")
+
+
+def category(event: Any) -> str:
+    """Where a profiled op belongs; ops inside the scan's Function count as the scan."""
+    node = event
+    while node is not None:
+        if node.name == "SelectiveScanFn":
+            return "scan fwd"
+        if node.name.startswith("SelectiveScanFnBackward"):
+            return "scan bwd"
+        node = node.cpu_parent
+    if "convolution" in event.name:
+        return "conv"
+    if event.name in ("aten::mm", "aten::addmm", "aten::bmm"):
+        return "projections"
+    return "element-wise + rest"
+
+
+def profile(threads: int) -> None:
+    """Self CPU time of one DMamba training step, by category, at :data:`PROFILE_CASES`."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    print(f"DMamba training step (fwd + bwd + AdamW) under torch.profiler, CPU threads={threads}")
+    header = f"{'d_model':>7}{'layers':>7}{'batch':>6}{'L':>6}{'step ms':>9}" + "".join(
+        f"{c:>21}" for c in CATEGORIES
+    )
+    print(header)
+    print("-" * len(header))
+    for d, layers, batch, L in PROFILE_CASES:
+        t = Trainee("mamba", {}, d, layers, batch, L)
+        for _ in range(2):
+            t.step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            t.step()
+        totals = dict.fromkeys(CATEGORIES, 0.0)
+        for event in prof.events():
+            totals[category(event)] += event.self_cpu_time_total
+        total = sum(totals.values())
+        cells = "".join(f"{f'{1e-3 * v:.0f} ms ({100 * v / total:.0f}%)':>21}" for v in totals.values())
+        print(f"{d:>7}{layers:>7}{batch:>6}{L:>6}{1e-3 * total:>9.0f}{cells}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=[*SIZES, "both"], default="both")
@@ -91,8 +138,12 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="CPU threads (1: stable timings on a shared machine)"
     )
+    p.add_argument("--profile", action="store_true", help="only profile DMamba steps (no RESULT line)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile:
+        profile(args.threads)
+        return
     sizes = list(SIZES) if args.size == "both" else [args.size]
 
     print(f"training step (fwd + bwd + AdamW), K={args.context}, CPU threads={torch.get_num_threads()}, "

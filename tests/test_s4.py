@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_seqrl import build_backbone
-from lit_seqrl.backbones.s4_kernel import DPLRKernel, dplr_kernel, dplr_step
+from lit_seqrl.backbones.s4_kernel import DPLRKernel, dplr_kernel, dplr_step, row_times_power
 from lit_seqrl.backbones.s4d import DiagonalKernel, s4d_kernel
 from lit_seqrl.ops.backend import KernelUnavailableError
 from lit_seqrl.ops.cauchy import cauchy, cauchy_chunked, cauchy_naive
@@ -189,3 +189,17 @@ def test_ssm_parameters_are_marked() -> None:
     marked = {n for n, p in backbone.named_parameters() if getattr(p, "_optim", None)}
     assert marked == {f"layers.0.kernel.{n}" for n in ("log_Lambda_re", "Lambda_im", "P", "B", "log_dt")}
     assert backbone.layers[0].kernel.P._optim == {"weight_decay": 0.0, "lr_scale": 0.5, "lr_max": 1e-3}
+
+
+@pytest.mark.parametrize("L", [0, 1, 2, 5, 20, 60, 300])
+def test_row_times_power_matches_repeated_products(L):
+    """C Ā^L by binary powers on the row (and matrix_power past ROW_POWER_MAX_L) against L products."""
+    g = torch.Generator().manual_seed(0)
+    M = torch.eye(6, dtype=torch.float64) * 0.95 + 0.05 * torch.randn(
+        3, 6, 6, generator=g, dtype=torch.float64
+    )
+    row = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    want = row.clone()
+    for _ in range(L):
+        want = torch.einsum("hn,hnm->hm", want, M)
+    torch.testing.assert_close(row_times_power(row, M, L), want)

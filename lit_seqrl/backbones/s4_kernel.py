@@ -58,6 +58,29 @@ def real_form(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, 
     return A_r, B_r, C_r
 
 
+#: Up to this L, :func:`row_times_power` applies binary powers to the row; above, ``matrix_power``
+#: (measured fwd+bwd at H = N = 64 on CPU: 1.6x faster at L = 20-60, even at 256, slower at 1024).
+ROW_POWER_MAX_L = 256
+
+
+def row_times_power(row: Tensor, M: Tensor, L: int) -> Tensor:
+    """``row · M^L``: ``row (H, N)``, ``M (H, N, N)`` -> ``(H, N)``, exact up to rounding.
+
+    By binary powers, the row multiplied into each needed ``M^(2^k)`` as it is squared: the
+    squarings a matrix power needs anyway, but no matrix-matrix product to combine them.
+    """
+    if L > ROW_POWER_MAX_L:
+        return (row[:, None, :] @ torch.linalg.matrix_power(M, L))[:, 0]
+    out, power = row[:, None, :], M  # (H 1 N), (H N N)
+    while True:
+        if L & 1:
+            out = out @ power
+        L >>= 1
+        if not L:
+            return out[:, 0]
+        power = power @ power
+
+
 def dplr_kernel(
     Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int, backend: Backend = "auto"
 ) -> Tensor:
@@ -79,7 +102,7 @@ def dplr_kernel(
     eye = torch.eye(A_r.shape[-1], dtype=rdtype, device=A_r.device)
     half_dtA = (dt / 2)[:, None, None] * A_r  # (H N N)
     A_bar = torch.linalg.solve(eye - half_dtA, eye + half_dtA)  # (H N N) bilinear, real coordinates
-    CA = (C_r[:, None, :] @ torch.linalg.matrix_power(A_bar, L))[:, 0]  # (H N) = C Ā^L, real coordinates
+    CA = row_times_power(C_r, A_bar, L)  # (H N) = C Ā^L, real coordinates
     C_tilde = C - torch.complex(CA[:, :half], -CA[:, half:]) / 2  # (H N/2) back to the stored half
 
     # Roots of unity ω_l = e^{-2πi l/L}, l = 0..L/2 (K is real, so irfft needs only these).
