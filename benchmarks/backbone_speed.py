@@ -22,11 +22,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
+from lit_seqrl.backbones import s4_kernel
+from lit_seqrl.ops import selective_scan
 from lit_seqrl.registry import build_backbone
 
 SIZES = {  # d_model, n_layers, batch
@@ -44,10 +49,29 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], int]] = {
 }
 
 
+@contextmanager
+def previous_ops() -> Iterator[None]:
+    """This round's ops undone: autograd through the chunked scan, S4's dense matrix power."""
+    saved = selective_scan.selective_scan_chunked, s4_kernel.ROW_POWER_MAX_L
+    selective_scan.selective_scan_chunked = partial(saved[0], implementation="graph")
+    s4_kernel.ROW_POWER_MAX_L = 0
+    try:
+        yield
+    finally:
+        selective_scan.selective_scan_chunked, s4_kernel.ROW_POWER_MAX_L = saved
+
+
+#: ``--before`` rows: the variants this round changed, run on :func:`previous_ops`.
+BEFORE = ("DMamba", "MambaDM", "DS4")
+
+
 class Trainee:
     """One backbone with a linear head and its optimiser, on fixed inputs."""
 
-    def __init__(self, name: str, kwargs: dict[str, Any], d: int, layers: int, batch: int, L: int) -> None:
+    def __init__(
+        self, name: str, kwargs: dict[str, Any], d: int, layers: int, batch: int, L: int, before: bool = False
+    ) -> None:
+        self.before = before
         torch.manual_seed(0)
         self.backbone = build_backbone(name, d_model=d, n_layers=layers, **kwargs)
         self.head = nn.Linear(d, 1)
@@ -58,19 +82,24 @@ class Trainee:
         self.mask[: batch // 4, : L // 3] = False  # a quarter of the windows start mid-context
 
     def step(self) -> None:
-        y = self.head(self.backbone(self.x, self.mask))
-        loss = y.square().mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        with previous_ops() if self.before else nullcontext():
+            y = self.head(self.backbone(self.x, self.mask))
+            loss = y.square().mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
 
 
-def measure(size: str, K: int, steps: int, rounds: int) -> dict[str, float]:
+def measure(size: str, K: int, steps: int, rounds: int, before: bool = False) -> dict[str, float]:
     """Median ms per training step of every variant at ``size``, rounds interleaved."""
     d, layers, batch = SIZES[size]
     trainees = {
         v: Trainee(name, kw, d, layers, batch, per_step * K) for v, (name, kw, per_step) in VARIANTS.items()
     }
+    if before:
+        for v in BEFORE:
+            name, kw, per_step = VARIANTS[v]
+            trainees[f"{v} before"] = Trainee(name, kw, d, layers, batch, per_step * K, before=True)
     for t in trainees.values():  # warm-up: first-call allocations, thread pools
         t.step()
     times: dict[str, list[float]] = {v: [] for v in trainees}
@@ -139,6 +168,7 @@ def main() -> None:
         "--threads", type=int, default=1, help="CPU threads (1: stable timings on a shared machine)"
     )
     p.add_argument("--profile", action="store_true", help="only profile DMamba steps (no RESULT line)")
+    p.add_argument("--before", action="store_true", help="also run the changed variants on the previous ops")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
@@ -149,20 +179,20 @@ def main() -> None:
     print(f"training step (fwd + bwd + AdamW), K={args.context}, CPU threads={torch.get_num_threads()}, "
           f"median of {args.rounds} rounds x {args.steps} steps")  # fmt: skip
     header = (
-        f"{'size':<12}{'variant':<10}{'backbone':<13}{'tokens':>7}{'ms/step':>10}{'steps/s':>9}{'vs DT':>8}"
+        f"{'size':<12}{'variant':<16}{'backbone':<13}{'tokens':>7}{'ms/step':>10}{'steps/s':>9}{'vs DT':>8}"
     )
     print(header)
     print("-" * len(header))
     worst: dict[str, tuple[float, str]] = {}
     for size in sizes:
-        ms = measure(size, args.context, args.steps, args.rounds)
+        ms = measure(size, args.context, args.steps, args.rounds, args.before)
         for v, t in ms.items():
-            name, _, per_step = VARIANTS[v]
+            name, _, per_step = VARIANTS[v.removesuffix(" before")]
             ratio = t / ms["DT"]
             print(
-                f"{size:<12}{v:<10}{name:<13}{per_step * args.context:>7}{t:>10.1f}{1e3 / t:>9.2f}{ratio:>7.2f}x"
+                f"{size:<12}{v:<16}{name:<13}{per_step * args.context:>7}{t:>10.1f}{1e3 / t:>9.2f}{ratio:>7.2f}x"
             )
-            if v != "DT" and ratio > worst.get(size, (0.0, ""))[0]:
+            if v in VARIANTS and v != "DT" and ratio > worst.get(size, (0.0, ""))[0]:
                 worst[size] = (ratio, v)
     for size, (ratio, v) in worst.items():
         print(f"slowest against DT at {size} size: {v} {ratio:.2f}x")
