@@ -29,10 +29,11 @@ from torch import Tensor
 
 from lit_seqrl.ops.linear_scan import scan_, workspace
 
-#: A single chunk of wide steps (``stepwise``: the caller's choice, for ``B·D·N`` above ``CHUNKING_MAX_WIDTH``) runs step by step,
-#: each step's slices used while in cache: 1.3-1.6x faster forward+backward at training sizes than
-#: whole ``(L, B, D, N)`` tensors per operation, which stay for chunks and narrow steps (there the
-#: stepwise form's Python overhead per step costs 3x). The flag is for benchmarks.
+#: A single chunk of wide steps (``stepwise``, the caller's choice: ``B·D·N`` above
+#: ``CHUNKING_MAX_WIDTH``) runs step by step, each step's slices used while in cache: 1.3-1.6x
+#: faster forward+backward at training sizes than whole ``(L, B, D, N)`` tensors per operation,
+#: which stay for chunks and narrow steps (there the stepwise form's Python overhead per step
+#: costs 3x). Setting it False forces the whole-tensor form, for benchmarks.
 STEPWISE_SINGLE_CHUNK = True
 
 
