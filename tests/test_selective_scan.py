@@ -110,6 +110,18 @@ def test_training_sizes_match_reference(L, chunk):
         )
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_forward_only_and_training_paths_agree(grad):
+    """Wide steps without autograd take the plain recurrence, with autograd the Function: same outputs."""
+    inputs = make_inputs(9, 64, 16, 30, seed=8)
+    y_ref, h_ref = selective_scan_ref(**inputs, delta_softplus=True, return_last_state=True)
+    leaves = {k: v.clone().requires_grad_(grad) for k, v in inputs.items()}
+    y, h = selective_scan_chunked(**leaves, delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(y, y_ref, **FP32)
+    torch.testing.assert_close(h, h_ref, **FP32)
+    assert y.requires_grad == grad
+
+
 def test_buffers_in_use_are_not_reused():
     """Two graphs alive at once, one backward twice (retain_graph): reused workspace must not leak between them."""
     first, second = make_inputs(4, 64, 16, 64, seed=5), make_inputs(4, 64, 16, 64, seed=6)  # 1 MiB states
