@@ -19,7 +19,7 @@ import yaml
 
 from lit_seqrl.ops import backend
 from lit_seqrl.ops.backend import KernelUnavailableError
-from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update, kernel_layout
+from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.selective_scan import selective_scan, selective_state_update
 from lit_seqrl.ops.ssd import ssd_state_update
 from lit_seqrl.registry import build_backbone, list_backbones
@@ -100,7 +100,12 @@ def compare_paths(kernels: Kernels, bb: torch.nn.Module, d_model: int) -> None:
 #: Kernels each built-in backbone must reach on the kernel path (forward / backward / step).
 EXPECTED_CALLS = {
     "mamba": {"causal_conv1d_fwd", "selective_scan_fwd", "causal_conv1d_update", "selective_state_update"},
-    "mamba2": {"causal_conv1d_fwd", "mamba_chunk_scan_combined", "causal_conv1d_update", "selective_state_update"},
+    "mamba2": {
+        "causal_conv1d_fwd",
+        "mamba_chunk_scan_combined",
+        "causal_conv1d_update",
+        "selective_state_update",
+    },
     "mamba2_hybrid": {
         "causal_conv1d_fwd",
         "mamba_chunk_scan_combined",
@@ -138,13 +143,26 @@ CONFIG_SPECS = sorted(
         for spec in _backbone_specs(yaml.safe_load(path.read_text()))
     }
 )
+#: Backbones that call a kernel dispatcher; the others only have to run (slow at full config size).
+KERNEL_BACKBONES = {*EXPECTED_CALLS, "dc", "dc_hybrid"}
 
 
 def test_configs_name_backbones():
     assert {yaml.safe_load(s)["name"] for _, s in CONFIG_SPECS} >= {"mamba", "mambadm", "dc", "transformer"}
 
 
-@pytest.mark.parametrize(("config", "spec"), CONFIG_SPECS, ids=[f"{c}:{yaml.safe_load(s)['name']}" for c, s in CONFIG_SPECS])
+@pytest.mark.parametrize(
+    ("config", "spec"),
+    [
+        pytest.param(
+            c,
+            s,
+            id=f"{c}:{yaml.safe_load(s)['name']}",
+            marks=() if yaml.safe_load(s)["name"] in KERNEL_BACKBONES else pytest.mark.slow,
+        )
+        for c, s in CONFIG_SPECS
+    ],
+)
 def test_config_backbones_run_through_the_kernels_as_through_pytorch(kernels, config, spec):
     spec = dict(yaml.safe_load(spec))
     torch.manual_seed(0)
@@ -191,7 +209,9 @@ def test_conv_width_and_dtype_rules(kernels):
     with pytest.raises(KernelUnavailableError, match="float64"):
         causal_conv1d(x.double(), w[:, :4].double(), b.double(), backend="cuda")
     with pytest.raises(KernelUnavailableError, match="conv_state"):
-        causal_conv1d_update(x[..., 0], torch.zeros(2, 8, 4, dtype=torch.float64), w[:, :4], b, backend="cuda")
+        causal_conv1d_update(
+            x[..., 0], torch.zeros(2, 8, 4, dtype=torch.float64), w[:, :4], b, backend="cuda"
+        )
     # and the same calls in "auto" give the PyTorch result instead of an error
     y64 = causal_conv1d(x.double(), w[:, :4].double(), b.double())
     assert y64.dtype == torch.float64
@@ -209,6 +229,8 @@ def test_mamba2_unmasked_forward_passes_a_layout_the_conv_kernel_takes(kernels):
 
 
 def test_kernel_layout():
+    from lit_seqrl.ops.causal_conv import kernel_layout
+
     wide = torch.randn(2, 12, 193)
     strided = wide[..., :160].transpose(1, 2)  # (B D L), channel-last, stride(2) = 193
     fixed = kernel_layout(strided)

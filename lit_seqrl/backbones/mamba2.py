@@ -158,7 +158,16 @@ class Mamba2Mixer(nn.Module):
         x, B, C = self._ssm_inputs(xBC)  # (B H P), (B G N), (B G N)
         A = -torch.exp(self.A_log.float())  # (H)
         y, ssm = ssd_state_update(
-            state["ssm"], x, dt, A, B, C, self.D, dt_bias=self.dt_bias, dt_softplus=True, backend=self.cfg.backend
+            state["ssm"],
+            x,
+            dt,
+            A,
+            B,
+            C,
+            self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+            backend=self.cfg.backend,
         )  # (B H P): the Triton state-update kernel when usable, as the official Mamba-2 step
         return self.out_proj(self.norm(y.flatten(-2), z)), {"conv": conv, "ssm": ssm}
 

@@ -145,7 +145,9 @@ def _warn_fallback(module: str, issue: str) -> None:
     warnings.warn(f"lit_seqrl: {module} cannot take this call ({issue}); using PyTorch ops", stacklevel=4)
 
 
-def dtype_issue(name: str, t: torch.Tensor | None, allowed: tuple[torch.dtype, ...] = KERNEL_DTYPES) -> str | None:
+def dtype_issue(
+    name: str, t: torch.Tensor | None, allowed: tuple[torch.dtype, ...] = KERNEL_DTYPES
+) -> str | None:
     """A reason string if ``t`` (when given) is not of one of the ``allowed`` dtypes."""
     if t is None or t.dtype in allowed:
         return None

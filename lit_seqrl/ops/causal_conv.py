@@ -138,7 +138,9 @@ def kernel_layout(x: Tensor) -> Tensor:
     """
     if x.stride(2) == 1:
         return x
-    channel_last_ok = x.stride(1) == 1 and x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0
+    channel_last_ok = (
+        x.stride(1) == 1 and x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0
+    )
     return x if channel_last_ok else x.contiguous()
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_seqrl.ops.backend import Backend, KERNEL_DTYPES, dtype_issue, first_issue, probe, use_kernel
+from lit_seqrl.ops.backend import KERNEL_DTYPES, Backend, dtype_issue, first_issue, probe, use_kernel
 
 SCAN_MODULE = "mamba_ssm.ops.selective_scan_interface"
 SCAN_EXTENSIONS = ("selective_scan_cuda",)  # imported lazily or not at all by the module: probe it
@@ -202,7 +202,9 @@ def scan_kernel_issue(
     dividing the channels (D and delta_bias are cast to fp32 by :func:`selective_scan`).
     """
     same = [
-        None if t is None or t.dtype == u.dtype else f"{name} has dtype {t.dtype}, u {u.dtype} (they must match)"
+        None
+        if t is None or t.dtype == u.dtype
+        else f"{name} has dtype {t.dtype}, u {u.dtype} (they must match)"
         for name, t in (("delta", delta), ("B", B), ("C", C), ("z", z))
     ]
     groups = B.shape[1] if B.dim() == 4 else 1
@@ -219,7 +221,9 @@ def state_update_kernel_issue(state: Tensor, x: Tensor, B: Tensor, C: Tensor) ->
     """Why the Triton ``selective_state_update`` would reject the head-less call (None if it would not)."""
     grouped = next((t for t in (B, C) if t.dim() == 3 and t.shape[1] != 1), None)
     return first_issue(
-        None if grouped is None else f"grouped B/C (G = {grouped.shape[1]}): the head-less kernel takes G = 1 only",
+        None
+        if grouped is None
+        else f"grouped B/C (G = {grouped.shape[1]}): the head-less kernel takes G = 1 only",
         dtype_issue("x", x, KERNEL_DTYPES),
         dtype_issue("state", state, KERNEL_DTYPES),
     )
