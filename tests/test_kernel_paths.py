@@ -70,23 +70,28 @@ def run_backbone(bb: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> li
     xg = x.clone().requires_grad_(True)
     y, y_masked = bb(xg), bb(xg, mask)
     params = [p for p in bb.parameters() if p.requires_grad]
-    loss = (y * torch.linspace(-1, 1, y.shape[-1])).sum() + y_masked[mask].pow(2).sum()
+    loss = (y * torch.linspace(-1, 1, y.shape[-1], device=y.device)).sum() + y_masked[mask].pow(2).sum()
     grads = torch.autograd.grad(loss, [xg, *params], allow_unused=True)
     out = [y.detach(), y_masked[mask].detach(), *(g for g in grads if g is not None)]
     if getattr(bb, "supports_step", True):
         with torch.no_grad():
-            state = bb.init_state(x.shape[0])
+            state = bb.init_state(x.shape[0], device=x.device)
             for t in range(4):
                 y_t, state = bb.step(x[:, t], state)
                 out.append(y_t)
     return out
 
 
-def compare_paths(kernels: Kernels, bb: torch.nn.Module, d_model: int) -> None:
+def backbone_inputs(d_model: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(1)
-    x = torch.randn(2, 12, d_model)
-    mask = torch.ones(2, 12, dtype=torch.bool)
+    x = torch.randn(2, 12, d_model, device=device)
+    mask = torch.ones(2, 12, dtype=torch.bool, device=device)
     mask[0, :3] = False  # left padding on one row
+    return x, mask
+
+
+def compare_paths(kernels: Kernels, bb: torch.nn.Module, d_model: int) -> None:
+    x, mask = backbone_inputs(d_model)
     bb = bb.eval()  # dropout off: both runs see the same function
     kernels.force(True)
     fast = run_backbone(bb, x, mask)
@@ -95,6 +100,24 @@ def compare_paths(kernels: Kernels, bb: torch.nn.Module, d_model: int) -> None:
     assert len(fast) == len(slow)
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(list_backbones()))
+def test_every_backbone_on_the_gpu_matches_pytorch(name, monkeypatch):
+    # The real kernels (where installed) against the PyTorch path on the same device; without
+    # the kernels both runs are PyTorch and agree trivially.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # F.conv1d of the torch path
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    bb = build_backbone(name, strict=False, d_model=16, n_layers=2).cuda().eval()
+    x, mask = backbone_inputs(16, "cuda")
+    fast = run_backbone(bb, x, mask)
+    monkeypatch.setattr(backend, "on_cuda", lambda *t: False)  # every dispatcher takes PyTorch
+    slow = run_backbone(bb, x, mask)
+    for a, b in zip(fast, slow):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3 * scale)
 
 
 #: Kernels each built-in backbone must reach on the kernel path (forward / backward / step).
@@ -178,7 +201,8 @@ def test_scan_module_without_compiled_extension_falls_back(kernels):
     kernels.install(scan_extension=False)
     torch.manual_seed(0)
     bb = build_backbone("mamba", d_model=16, n_layers=2)
-    compare_paths(kernels, bb, 16)
+    with pytest.warns(UserWarning, match="selective_scan_cuda.*MAMBA_KEEP_CUDA_BUILD=TRUE"):
+        compare_paths(kernels, bb, 16)  # and the user is told why, once
     assert "selective_scan_fwd" not in kernels.calls
     assert kernels.calls["causal_conv1d_fwd"] > 0  # the other kernels still run
     kernels.force(True)
@@ -200,7 +224,8 @@ def test_conv_width_and_dtype_rules(kernels):
     kernels.force(False)
     expected = causal_conv1d(x, w, b, "silu")
     kernels.force(True)
-    torch.testing.assert_close(causal_conv1d(x, w, b, "silu"), expected)
+    with pytest.warns(UserWarning, match="width 6"):
+        torch.testing.assert_close(causal_conv1d(x, w, b, "silu"), expected)
     assert "causal_conv1d_fwd" not in kernels.calls
     with pytest.raises(KernelUnavailableError, match="width 6"):
         causal_conv1d(x, w, b, "silu", backend="cuda")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import warnings
+from collections.abc import Callable
 from functools import cache
 from types import ModuleType
 from typing import Literal
@@ -81,6 +82,7 @@ def clear_probes() -> None:
     """Forget every probe result (after installing a kernel package in a running process, or in tests)."""
     probe.cache_clear()
     _import_quietly.cache_clear()
+    _installed.cache_clear()
     _warn_fallback.cache_clear()
 
 
@@ -106,7 +108,7 @@ def use_kernel(
     module: str,
     *tensors: torch.Tensor | None,
     extensions: tuple[str, ...] = (),
-    issue: str | None = None,
+    issue: Callable[[], str | None] | None = None,
 ) -> bool:
     """Whether this call should go to the kernel in ``module`` (see module docstring).
 
@@ -114,8 +116,9 @@ def use_kernel(
         backend: "auto", "cuda" or "torch".
         module: the kernel's Python module; ``extensions``: compiled modules it needs at call time.
         tensors: the call's tensors, all of which must be on CUDA.
-        issue: why the kernel cannot take these arguments, or None when it can (from the
-            dispatcher's ``*_kernel_issue`` helper).
+        issue: a function saying why the kernel cannot take these arguments (None when it
+            can), the dispatcher's ``*_kernel_issue`` helper; called only when the kernel is
+            otherwise usable, so the PyTorch path pays nothing for it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -129,15 +132,30 @@ def use_kernel(
         if not cuda_tensors:
             device = next(t.device for t in tensors if t is not None)
             raise KernelUnavailableError(f'backend="cuda" needs CUDA tensors, got tensors on {device}')
-        if issue is not None:
-            raise KernelUnavailableError(f'backend="cuda": {module} cannot take this call: {issue}')
+        reason = None if issue is None else issue()
+        if reason is not None:
+            raise KernelUnavailableError(f'backend="cuda": {module} cannot take this call: {reason}')
         return True
-    if not cuda_tensors or probe_kernel(module, extensions) is None:
+    if not cuda_tensors:
         return False
-    if issue is not None:
-        _warn_fallback(module, issue)
+    if probe_kernel(module, extensions) is None:
+        if _installed(module):  # installed but unusable is worth telling; absent is the normal case
+            _warn_fallback(module, missing_kernel(module, extensions) or "it failed to import")
+        return False
+    reason = None if issue is None else issue()
+    if reason is not None:
+        _warn_fallback(module, reason)
         return False
     return True
+
+
+@cache
+def _installed(module: str) -> bool:
+    """Whether the distribution providing ``module``'s top-level package is present at all."""
+    try:
+        return importlib.util.find_spec(module.split(".")[0]) is not None
+    except (ImportError, ValueError):  # e.g. an entry of None in sys.modules
+        return False
 
 
 @cache

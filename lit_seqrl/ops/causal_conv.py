@@ -58,8 +58,15 @@ def causal_conv1d(
 ) -> Tensor:
     """Depthwise causal convolution through the fastest available path; shapes as :func:`causal_conv1d_ref`."""
     _check_activation(activation)
-    issue = conv_kernel_issue(x, weight, bias)
-    if use_kernel(backend, KERNEL_MODULE, x, weight, bias, extensions=KERNEL_EXTENSIONS, issue=issue):
+    if use_kernel(
+        backend,
+        KERNEL_MODULE,
+        x,
+        weight,
+        bias,
+        extensions=KERNEL_EXTENSIONS,
+        issue=lambda: conv_kernel_issue(x, weight, bias),
+    ):
         return probe(KERNEL_MODULE).causal_conv1d_fn(kernel_layout(x), weight, bias, activation=activation)
     W = weight.shape[-1]
     y = F.conv1d(F.pad(x, (W - 1, 0)), weight[:, None, :], bias, groups=weight.shape[0])  # (B D L)
@@ -86,9 +93,15 @@ def causal_conv1d_update(
         ``conv_state`` itself is not modified (the official kernel updates in place).
     """
     _check_activation(activation)
-    issue = conv_update_kernel_issue(x_t, conv_state, weight, bias)
     if use_kernel(
-        backend, KERNEL_MODULE, x_t, conv_state, weight, bias, extensions=KERNEL_EXTENSIONS, issue=issue
+        backend,
+        KERNEL_MODULE,
+        x_t,
+        conv_state,
+        weight,
+        bias,
+        extensions=KERNEL_EXTENSIONS,
+        issue=lambda: conv_update_kernel_issue(x_t, conv_state, weight, bias),
     ):
         new_state = conv_state.clone()
         y = probe(KERNEL_MODULE).causal_conv1d_update(x_t, new_state, weight, bias, activation)

@@ -141,8 +141,19 @@ def selective_scan(
 
     Shapes as in :func:`selective_scan_ref`.
     """
-    issue = scan_kernel_issue(u, delta, A, B, C, z)
-    if use_kernel(backend, SCAN_MODULE, u, delta, A, B, C, D, z, extensions=SCAN_EXTENSIONS, issue=issue):
+    if use_kernel(
+        backend,
+        SCAN_MODULE,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        extensions=SCAN_EXTENSIONS,
+        issue=lambda: scan_kernel_issue(u, delta, A, B, C, z),
+    ):
         fn = probe(SCAN_MODULE).selective_scan_fn
         D = None if D is None else D.float()  # the kernel takes D and delta_bias in fp32 only
         delta_bias = None if delta_bias is None else delta_bias.float()
@@ -176,8 +187,19 @@ def selective_state_update(
         ``(y (B, D), new_state (B, D, N))``. Unlike the official function, ``state`` is not
         modified in place (a finished environment's row can then be reset functionally).
     """
-    issue = state_update_kernel_issue(state, x, B, C)
-    if use_kernel(backend, STATE_UPDATE_MODULE, state, x, dt, A, B, C, D, z, issue=issue):
+    if use_kernel(
+        backend,
+        STATE_UPDATE_MODULE,
+        state,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        issue=lambda: state_update_kernel_issue(state, x, B, C),
+    ):
         new_state = state.clone()
         y = probe(STATE_UPDATE_MODULE).selective_state_update(
             new_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus

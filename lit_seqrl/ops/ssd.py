@@ -164,8 +164,9 @@ def ssd(
     backend: Backend = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SSD through the official fused kernel when usable, else :func:`ssd_chunked`; shapes as :func:`ssd_ref`."""
-    issue = ssd_kernel_issue(x, B)
-    if use_kernel(backend, KERNEL_MODULE, x, dt, A, B, C, D, z, initial_states, issue=issue):
+    if use_kernel(
+        backend, KERNEL_MODULE, x, dt, A, B, C, D, z, initial_states, issue=lambda: ssd_kernel_issue(x, B)
+    ):
         return probe(KERNEL_MODULE).mamba_chunk_scan_combined(
             x,
             dt,
@@ -208,8 +209,19 @@ def ssd_state_update(
     Returns:
         ``(y (B, H, P), new_state (B, H, P, N))``; ``state`` is not modified.
     """
-    issue = first_issue(ssd_kernel_issue(x, B), dtype_issue("state", state))
-    if use_kernel(backend, STATE_UPDATE_MODULE, state, x, dt, A, B, C, D, z, issue=issue):
+    if use_kernel(
+        backend,
+        STATE_UPDATE_MODULE,
+        state,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        issue=lambda: first_issue(ssd_kernel_issue(x, B), dtype_issue("state", state)),
+    ):
         return _ssd_state_update_kernel(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     dtype_in = x.dtype
     x, dt, A, B, C, S = _upcast(x, dt, A, B, C, state)
