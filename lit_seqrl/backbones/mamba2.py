@@ -119,6 +119,8 @@ class Mamba2Mixer(nn.Module):
         if keep is not None:
             xBC = xBC * keep
         w = self.conv1d.weight[:, 0]  # (conv_dim W)
+        # A channel-last view of the wider in_proj output: its strides (d_in_proj) need not be
+        # multiples of 8, so the dispatcher hands the kernel a contiguous copy when they are not.
         xBC = causal_conv1d(
             xBC.transpose(1, 2), w, self.conv1d.bias, "silu", self.cfg.backend
         )  # (B conv_dim L)
