@@ -10,6 +10,7 @@ match the pure-PyTorch path, with no kernel error.
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -332,3 +333,27 @@ def test_auto_falls_back_when_kernels_are_absent(monkeypatch):
             causal_conv1d(x, w, backend="cuda")
     finally:
         backend.clear_probes()
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "mambadm"])
+def test_mixed_precision_through_the_kernels(kernels, name):
+    # bf16 autocast (bf16-mixed training): activations in bf16, A / D / states in fp32. Every call
+    # either meets the kernels' dtype rules or falls back; the result matches the PyTorch path.
+    torch.manual_seed(0)
+    bb = build_backbone(name, d_model=16, n_layers=2).eval()
+    x, mask = backbone_inputs(16)
+
+    def run() -> list[torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return [t.float() for t in run_backbone(bb, x, mask)]
+
+    kernels.force(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fallbacks for fp32 conv states are expected
+        fast = run()
+    scan = "mamba_chunk_scan_combined" if name == "mamba2" else "selective_scan_fwd"
+    assert kernels.calls[scan] == kernels.calls["causal_conv1d_fwd"] == 4  # 2 layers x (unmasked, masked)
+    kernels.force(False)
+    slow = run()
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=3e-2, atol=5e-2 * max(1.0, b.abs().max().item()))

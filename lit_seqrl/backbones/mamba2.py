@@ -117,6 +117,7 @@ class Mamba2Mixer(nn.Module):
         """``u (B, L, d_model)``; ``keep (B, L, 1)`` zeroes padded steps (see :class:`Mamba2Backbone`)."""
         z, xBC, dt = self._split(self.in_proj(u))  # (B L E), (B L conv_dim), (B L H)
         if keep is not None:
+            keep = keep.to(xBC.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
             xBC = xBC * keep
         w = self.conv1d.weight[:, 0]  # (conv_dim W)
         # A channel-last view of the wider in_proj output: its strides (d_in_proj) need not be
