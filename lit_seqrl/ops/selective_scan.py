@@ -215,42 +215,6 @@ def selective_state_update(
     return _epilogue(y, x, D, z).to(dtype_in), h.to(state.dtype)
 
 
-def scan_kernel_issue(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, z: Tensor | None
-) -> str | None:
-    """Why ``selective_scan_fn`` would reject these arguments (None if it would not).
-
-    Its checks: u in fp32/fp16/bf16, Δ, B, C and z in u's dtype, A real fp32, N <= 256, and G
-    dividing the channels (D and delta_bias are cast to fp32 by :func:`selective_scan`).
-    """
-    same = [
-        None
-        if t is None or t.dtype == u.dtype
-        else f"{name} has dtype {t.dtype}, u {u.dtype} (they must match)"
-        for name, t in (("delta", delta), ("B", B), ("C", C), ("z", z))
-    ]
-    groups = B.shape[1] if B.dim() == 4 else 1
-    return first_issue(
-        dtype_issue("u", u),
-        *same,
-        dtype_issue("A", A, (torch.float32,)),
-        None if A.shape[-1] <= MAX_KERNEL_STATE else f"state size {A.shape[-1]} > {MAX_KERNEL_STATE}",
-        None if u.shape[1] % groups == 0 else f"{groups} groups do not divide {u.shape[1]} channels",
-    )
-
-
-def state_update_kernel_issue(state: Tensor, x: Tensor, B: Tensor, C: Tensor) -> str | None:
-    """Why the Triton ``selective_state_update`` would reject the head-less call (None if it would not)."""
-    grouped = next((t for t in (B, C) if t.dim() == 3 and t.shape[1] != 1), None)
-    return first_issue(
-        None
-        if grouped is None
-        else f"grouped B/C (G = {grouped.shape[1]}): the head-less kernel takes G = 1 only",
-        dtype_issue("x", x, KERNEL_DTYPES),
-        dtype_issue("state", state, KERNEL_DTYPES),
-    )
-
-
 def _chunked_scan(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int | None
 ) -> tuple[Tensor, Tensor]:
@@ -352,3 +316,42 @@ def _epilogue(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tenso
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+# --- eligibility for the official kernels (used by the dispatchers above) ---
+
+
+def scan_kernel_issue(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, z: Tensor | None
+) -> str | None:
+    """Why ``selective_scan_fn`` would reject these arguments (None if it would not).
+
+    Its checks: u in fp32/fp16/bf16, Δ, B, C and z in u's dtype, A real fp32, N <= 256, and G
+    dividing the channels (D and delta_bias are cast to fp32 by :func:`selective_scan`).
+    """
+    same = [
+        None
+        if t is None or t.dtype == u.dtype
+        else f"{name} has dtype {t.dtype}, u {u.dtype} (they must match)"
+        for name, t in (("delta", delta), ("B", B), ("C", C), ("z", z))
+    ]
+    groups = B.shape[1] if B.dim() == 4 else 1
+    return first_issue(
+        dtype_issue("u", u),
+        *same,
+        dtype_issue("A", A, (torch.float32,)),
+        None if A.shape[-1] <= MAX_KERNEL_STATE else f"state size {A.shape[-1]} > {MAX_KERNEL_STATE}",
+        None if u.shape[1] % groups == 0 else f"{groups} groups do not divide {u.shape[1]} channels",
+    )
+
+
+def state_update_kernel_issue(state: Tensor, x: Tensor, B: Tensor, C: Tensor) -> str | None:
+    """Why the Triton ``selective_state_update`` would reject the head-less call (None if it would not)."""
+    grouped = next((t for t in (B, C) if t.dim() == 3 and t.shape[1] != 1), None)
+    return first_issue(
+        None
+        if grouped is None
+        else f"grouped B/C (G = {grouped.shape[1]}): the head-less kernel takes G = 1 only",
+        dtype_issue("x", x, KERNEL_DTYPES),
+        dtype_issue("state", state, KERNEL_DTYPES),
+    )

@@ -234,49 +234,6 @@ def ssd_state_update(
     return _epilogue(y, x, D, z).to(dtype_in), S.to(state.dtype)
 
 
-def ssd_kernel_issue(x: Tensor, B: Tensor) -> str | None:
-    """Why the Triton SSD kernels should not take these arguments (None if they can).
-
-    Only dtypes are checked here: the ``(G, N)`` groups must divide the heads on every path.
-    """
-    return first_issue(dtype_issue("x", x), dtype_issue("B", B))
-
-
-def _ssd_state_update_kernel(
-    state: Tensor,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    dt_bias: Tensor | None,
-    dt_softplus: bool,
-) -> tuple[Tensor, Tensor]:
-    """:func:`ssd_state_update` through ``selective_state_update``'s per-head form.
-
-    That kernel wants per-channel ``dt (B, H, P)``, ``A (H, P, N)``, ``dt_bias``/``D (H, P)``;
-    as the official Mamba-2 step, they are broadcast views (stride 0) of the per-head values,
-    which the kernel detects and reads once per head.
-    """
-    P, N = x.shape[-1], state.shape[-1]
-    new_state = state.clone()  # the kernel updates in place; ours must not touch the caller's state
-    y = probe(STATE_UPDATE_MODULE).selective_state_update(
-        new_state,
-        x,
-        dt[..., None].expand(*dt.shape, P),  # (B H P)
-        A[:, None, None].expand(A.shape[0], P, N),  # (H P N)
-        B,
-        C,
-        None if D is None else (D[:, None].expand(D.shape[0], P) if D.dim() == 1 else D),  # (H P)
-        z=z,
-        dt_bias=None if dt_bias is None else dt_bias[:, None].expand(dt_bias.shape[0], P),  # (H P)
-        dt_softplus=dt_softplus,
-    )
-    return y, new_state
-
-
 def segsum(a: Tensor) -> Tensor:
     """Segment sums ``out[..., t, s] = Σ_{s<k<=t} a_k`` for ``s <= t`` and ``-inf`` above the diagonal.
 
@@ -321,3 +278,49 @@ def _epilogue(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tenso
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+# --- eligibility for the official kernels (used by the dispatchers above) ---
+
+
+def ssd_kernel_issue(x: Tensor, B: Tensor) -> str | None:
+    """Why the Triton SSD kernels should not take these arguments (None if they can).
+
+    Only dtypes are checked here: the ``(G, N)`` groups must divide the heads on every path.
+    """
+    return first_issue(dtype_issue("x", x), dtype_issue("B", B))
+
+
+def _ssd_state_update_kernel(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    dt_bias: Tensor | None,
+    dt_softplus: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`ssd_state_update` through ``selective_state_update``'s per-head form.
+
+    That kernel wants per-channel ``dt (B, H, P)``, ``A (H, P, N)``, ``dt_bias``/``D (H, P)``;
+    as the official Mamba-2 step, they are broadcast views (stride 0) of the per-head values,
+    which the kernel detects and reads once per head.
+    """
+    P, N = x.shape[-1], state.shape[-1]
+    new_state = state.clone()  # the kernel updates in place; ours must not touch the caller's state
+    y = probe(STATE_UPDATE_MODULE).selective_state_update(
+        new_state,
+        x,
+        dt[..., None].expand(*dt.shape, P),  # (B H P)
+        A[:, None, None].expand(A.shape[0], P, N),  # (H P N)
+        B,
+        C,
+        None if D is None else (D[:, None].expand(D.shape[0], P) if D.dim() == 1 else D),  # (H P)
+        z=z,
+        dt_bias=None if dt_bias is None else dt_bias[:, None].expand(dt_bias.shape[0], P),  # (H P)
+        dt_softplus=dt_softplus,
+    )
+    return y, new_state
