@@ -182,6 +182,12 @@ def test_cuda_image_builds_the_kernels_against_its_torch():
         (inst,) = [i for i in instructions if i.keyword == "RUN" and package in i.args]
         install = next(part for part in inst.args.split("&&") if package in part)
         assert "--no-build-isolation" in install, f"{package} must build against the installed torch"
+    # mamba-ssm compiles selective_scan_cuda only when MAMBA_KEEP_CUDA_BUILD=TRUE is set at build time.
+    mamba_run = next(k for k, i in enumerate(instructions) if i.keyword == "RUN" and "mamba-ssm" in i.args)
+    assert any(
+        i.keyword == "ENV" and re.search(r"\bMAMBA_KEEP_CUDA_BUILD=TRUE\b", i.args)
+        for i in instructions[:mamba_run]
+    )
     tomllib = pytest.importorskip("tomllib")
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "cuda" in extras and '".[cuda]"' in (REPO / "docker" / "Dockerfile.cuda").read_text()

@@ -203,3 +203,52 @@ def test_row_times_power_matches_repeated_products(L):
     for _ in range(L):
         want = torch.einsum("hn,hnm->hm", want, M)
     torch.testing.assert_close(row_times_power(row, M, L), want)
+
+
+def _legs_reference(N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HiPPO-LegS built from its definition: eigenvalues of its normal part S = A + P Pᵀ and
+    the moduli |v*B| of B in that eigenbasis (phase-free, so any eigen-solver agrees)."""
+    n = torch.arange(N, dtype=torch.float64)
+    r = torch.sqrt(2 * n + 1)
+    A = -torch.where(n[:, None] > n[None, :], r[:, None] * r[None, :], torch.diag(n + 1))  # (N N)
+    P = torch.sqrt(n + 0.5)
+    w, V = torch.linalg.eig(A + P[:, None] * P[None, :])  # (N), (N N) unit columns
+    return w, (V.conj().T @ r.to(V.dtype)).abs()
+
+
+@pytest.mark.parametrize("N", [16, 64])
+def test_s4d_legs_takes_B_from_the_nplr_form_with_B_clip(N) -> None:
+    Lambda, B, _, _ = (t.detach().to(torch.complex128) for t in DiagonalKernel(2, N, init="legs").ssm())
+    assert torch.equal(B[0], B[1])  # every channel starts from the same SSM
+    w, modulus = _legs_reference(N)
+    for lam, b in zip(Lambda[0], B[0]):
+        k = int(torch.argmin((w - lam).abs()))  # the reference eigenvalue this entry belongs to
+        assert abs(w[k] - lam) < 1e-4
+        if abs(b.imag) < 2.0 - 1e-6:  # unclipped: the modulus of v*B
+            assert abs(b.abs() - modulus[k]) < 1e-4 * max(1.0, modulus[k])
+        else:  # clipped, as the reference B_clip = 2: Im at the bound, Re untouched
+            assert abs(abs(b.imag) - 2.0) < 1e-6
+            assert b.real.abs() <= modulus[k] + 1e-5
+    assert B.imag.abs().max() <= 2.0 + 1e-6
+    if N == 64:
+        assert (B.imag.abs() > 2.0 - 1e-6).any()  # the clip is active at this size
+    # S4D-Lin and S4D-Inv keep B = 1
+    _, B_inv, _, _ = DiagonalKernel(2, N, init="inv").ssm()
+    assert torch.equal(B_inv.detach(), torch.ones_like(B_inv.detach()))
+
+
+def test_s4_init_clips_the_imaginary_part_of_B() -> None:
+    _, _, B, _, _ = (t.detach() for t in DPLRKernel(2, 64).ssm())
+    assert B.imag.abs().max() <= 2.0 + 1e-6
+    assert (B.imag.abs() > 2.0 - 1e-6).any()
+    w, modulus = _legs_reference(64)
+    Lambda = DPLRKernel(1, 64).ssm()[0].detach().to(torch.complex128)[0]
+    for lam, b in zip(Lambda, B[0].to(torch.complex128)):
+        k = int(torch.argmin((w - lam).abs()))
+        if abs(b.imag) < 2.0 - 1e-6:
+            assert abs(b.abs() - modulus[k]) < 1e-4 * max(1.0, modulus[k])
+
+
+def test_s4d_legs_backbone_conforms() -> None:
+    torch.manual_seed(0)
+    check_backbone(build_backbone("s4d", d_model=8, n_layers=1, d_state=16, init="legs"))

@@ -133,9 +133,10 @@ class DecisionAgent(SeqRLAgent):
         self.embed_ln = nn.LayerNorm(d)
         self.embed_drop = Dropout(self.hparams.embed_dropout)
         self.head = nn.Linear(d, act_dim)
-        # GPT-2 initialisation for the agent's own layers too, as the DT code (and HF, d3rlpy) does:
-        # PyTorch's N(0, 1) embedding default lets the timestep vectors swamp the state token and
-        # slowed learning on the default Pendulum job (return -1020 vs -710 after 1000 steps).
+        # GPT-2 initialisation for the agent's own layers too, as Hugging Face's Decision Transformer
+        # does; the original DT code leaves them at PyTorch's defaults (the timestep embedding at
+        # N(0, 1)). That default lets the timestep vectors swamp the state token and slowed
+        # learning on the default Pendulum job (return -1020 vs -710 after 1000 steps).
         for layer in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action, self.head):
             nn.init.normal_(layer.weight, mean=0.0, std=0.02)
             if getattr(layer, "bias", None) is not None:

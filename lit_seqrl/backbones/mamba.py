@@ -104,6 +104,7 @@ class MambaMixer(nn.Module):
         """``hidden (B, L, d_model)``; ``keep (B, 1, L)`` zeroes padded steps (see :class:`MambaBackbone`)."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
         if keep is not None:
+            keep = keep.to(x.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
             x = x * keep
         x = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", self.cfg.backend)  # (B E L)
         if keep is not None:

@@ -117,8 +117,11 @@ class Mamba2Mixer(nn.Module):
         """``u (B, L, d_model)``; ``keep (B, L, 1)`` zeroes padded steps (see :class:`Mamba2Backbone`)."""
         z, xBC, dt = self._split(self.in_proj(u))  # (B L E), (B L conv_dim), (B L H)
         if keep is not None:
+            keep = keep.to(xBC.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
             xBC = xBC * keep
         w = self.conv1d.weight[:, 0]  # (conv_dim W)
+        # A channel-last view of the wider in_proj output: its strides (d_in_proj) need not be
+        # multiples of 8, so the dispatcher hands the kernel a contiguous copy when they are not.
         xBC = causal_conv1d(
             xBC.transpose(1, 2), w, self.conv1d.bias, "silu", self.cfg.backend
         )  # (B conv_dim L)
@@ -158,8 +161,17 @@ class Mamba2Mixer(nn.Module):
         x, B, C = self._ssm_inputs(xBC)  # (B H P), (B G N), (B G N)
         A = -torch.exp(self.A_log.float())  # (H)
         y, ssm = ssd_state_update(
-            state["ssm"], x, dt, A, B, C, self.D, dt_bias=self.dt_bias, dt_softplus=True
-        )
+            state["ssm"],
+            x,
+            dt,
+            A,
+            B,
+            C,
+            self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+            backend=self.cfg.backend,
+        )  # (B H P): the Triton state-update kernel when usable, as the official Mamba-2 step
         return self.out_proj(self.norm(y.flatten(-2), z)), {"conv": conv, "ssm": ssm}
 
 

@@ -76,6 +76,7 @@ class LocalMixer(nn.Module):
     def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
         if keep is not None:
+            keep = keep.to(x.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
             x = x * keep  # padded steps contribute zeros, as before the start of an unpadded sequence
         x = causal_conv1d(x, self.conv_weight, self.conv_bias, "silu", self.backend)  # (B E L)
         return self.out_proj((x * F.silu(z)).transpose(1, 2))  # (B L d_model)

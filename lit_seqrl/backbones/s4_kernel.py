@@ -166,6 +166,19 @@ def dplr_step(
     return y, x
 
 
+#: Bound on |Im(V*B)| of the HiPPO-LegS input matrix in NPLR coordinates, as the reference S4
+#: code's ``B_clip``: a few entries (11 of 32 at N = 64) reach |Im| ~ 40, and clipping them
+#: "can help with stability" by its account.
+B_CLIP = 2.0
+
+
+def clip_imag(B: Tensor, bound: float | None = B_CLIP) -> Tensor:
+    """``B`` (complex) with its imaginary part clamped to ``[-bound, bound]`` (unchanged if ``bound`` is None)."""
+    if bound is None:
+        return B
+    return torch.complex(B.real, B.imag.clamp(-bound, bound))
+
+
 class DPLRKernel(nn.Module):
     """S4's SSM parameters for H channels, as a kernel generator (``forward(L)``) and a recurrence.
 
@@ -186,6 +199,7 @@ class DPLRKernel(nn.Module):
         super().__init__()
         self.H, self.N, self.backend = H, N, backend
         Lambda, P, B, _ = nplr("legs", N)  # (N/2), (1 N/2), (N/2), HiPPO-LegS init
+        B = clip_imag(B)  # as the reference S4 init (B_clip)
         self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
         self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
         self.P = nn.Parameter(torch.view_as_real(P[:, None].repeat(1, H, 1)))  # (r H N/2 2)

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from lit_seqrl.backbones.base import mark_parameters
 from lit_seqrl.backbones.s4 import S4Backbone, S4Config
-from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX
+from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX, clip_imag
 from lit_seqrl.ops.backend import Backend
-from lit_seqrl.ops.hippo import s4d_init
+from lit_seqrl.ops.hippo import nplr, s4d_init
 
 Init = Literal["lin", "inv", "legs"]
 
@@ -35,6 +35,13 @@ def s4d_kernel(Lambda: Tensor, B: Tensor, C: Tensor, dt: Tensor, L: int) -> Tens
     k = torch.arange(L, device=Lambda.device, dtype=dt.dtype)  # (L)
     vandermonde = torch.exp((dt[:, None] * Lambda)[..., None] * k)  # (H N/2 L)
     return 2 * torch.einsum("hn,hnl->hl", C * B_bar, vandermonde).real  # (H L)
+
+
+def legs_input(N: int) -> Tensor:
+    """S4D-LegS's ``B (N/2,)``: HiPPO-LegS's B in the NPLR eigenbasis, ``V*B``, matching the
+    eigenvalues of :func:`lit_seqrl.ops.hippo.s4d_init` ("legs"), with ``Im`` clipped at
+    ``B_CLIP`` as the reference S4D code. (S4D-Lin and S4D-Inv use ``B = 1``.)"""
+    return clip_imag(nplr("legs", N)[2])
 
 
 class DiagonalKernel(nn.Module):
@@ -57,7 +64,8 @@ class DiagonalKernel(nn.Module):
         Lambda = s4d_init(init, N)  # (N/2)
         self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
         self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
-        self.B = nn.Parameter(torch.view_as_real(torch.ones(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
+        B = legs_input(N) if init == "legs" else torch.ones(N // 2, dtype=torch.complex64)  # (N/2)
+        self.B = nn.Parameter(torch.view_as_real(B.repeat(H, 1)))  # (H N/2 2)
         self.C = nn.Parameter(torch.view_as_real(torch.randn(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)  # (H)

@@ -9,8 +9,11 @@ Arguments follow ``mamba_ssm.selective_scan_fn`` (channels before time):
   of :mod:`lit_seqrl.ops.scan_function` (hand-derived backward); ``implementation="graph"`` is
   the chunked algorithm below differentiated by autograd, slower, kept as a second opinion.
 * :func:`selective_scan`: the official CUDA kernel when usable (``backend`` rule of
-  :mod:`lit_seqrl.ops.backend`), else the chunked path.
-* :func:`selective_state_update`: one token of the recurrence, for O(1) inference.
+  :mod:`lit_seqrl.ops.backend`), else the chunked path. "Usable" includes the compiled
+  ``selective_scan_cuda`` extension (mamba-ssm builds it only with ``MAMBA_KEEP_CUDA_BUILD=TRUE``)
+  and the kernel's argument rules, :func:`scan_kernel_issue`.
+* :func:`selective_state_update`: one token of the recurrence, for O(1) inference (the Triton
+  kernel when usable, :func:`state_update_kernel_issue`).
 
 Chunked algorithm. The sequence is cut into ``c`` chunks of ``T`` steps, and every chunk is
 processed at the same time:
@@ -42,10 +45,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_seqrl.ops import scan_function
-from lit_seqrl.ops.backend import Backend, probe, use_kernel
+from lit_seqrl.ops.backend import KERNEL_DTYPES, Backend, dtype_issue, first_issue, probe, use_kernel
 
 SCAN_MODULE = "mamba_ssm.ops.selective_scan_interface"
+SCAN_EXTENSIONS = ("selective_scan_cuda",)  # imported lazily or not at all by the module: probe it
 STATE_UPDATE_MODULE = "mamba_ssm.ops.triton.selective_state_update"
+MAX_KERNEL_STATE = 256  # the scan kernel's largest state size N
 
 
 def selective_scan_ref(
@@ -155,9 +160,21 @@ def selective_scan(
 
     Shapes as in :func:`selective_scan_ref`.
     """
-    if use_kernel(backend, SCAN_MODULE, u, delta, A, B, C):
+    if use_kernel(
+        backend,
+        SCAN_MODULE,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        extensions=SCAN_EXTENSIONS,
+        issue=lambda: scan_kernel_issue(u, delta, A, B, C, z),
+    ):
         fn = probe(SCAN_MODULE).selective_scan_fn
-        D = None if D is None else D.float()
+        D = None if D is None else D.float()  # the kernel takes D and delta_bias in fp32 only
         delta_bias = None if delta_bias is None else delta_bias.float()
         return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
@@ -182,12 +199,26 @@ def selective_state_update(
         state: ``(B, D, N)`` state before the token.
         x, dt: ``(B, D)`` input and step size (before ``dt_bias`` / softplus).
         A: ``(D, N)``; B, C: ``(B, N)`` or grouped ``(B, G, N)``; D, dt_bias: ``(D,)``; z: ``(B, D)``.
+            Grouped B and C run on the PyTorch path only: in this head-less form the Triton
+            kernel sees one head, so it accepts G = 1 only.
 
     Returns:
         ``(y (B, D), new_state (B, D, N))``. Unlike the official function, ``state`` is not
         modified in place (a finished environment's row can then be reset functionally).
     """
-    if use_kernel(backend, STATE_UPDATE_MODULE, state, x, dt, A, B, C):
+    if use_kernel(
+        backend,
+        STATE_UPDATE_MODULE,
+        state,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        issue=lambda: state_update_kernel_issue(state, x, B, C),
+    ):
         new_state = state.clone()
         y = probe(STATE_UPDATE_MODULE).selective_state_update(
             new_state, x, dt, A, B, C, D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus
@@ -315,3 +346,42 @@ def _epilogue(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tenso
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+# --- eligibility for the official kernels (used by the dispatchers above) ---
+
+
+def scan_kernel_issue(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, z: Tensor | None
+) -> str | None:
+    """Why ``selective_scan_fn`` would reject these arguments (None if it would not).
+
+    Its checks: u in fp32/fp16/bf16, Δ, B, C and z in u's dtype, A real fp32, N <= 256, and G
+    dividing the channels (D and delta_bias are cast to fp32 by :func:`selective_scan`).
+    """
+    same = [
+        None
+        if t is None or t.dtype == u.dtype
+        else f"{name} has dtype {t.dtype}, u {u.dtype} (they must match)"
+        for name, t in (("delta", delta), ("B", B), ("C", C), ("z", z))
+    ]
+    groups = B.shape[1] if B.dim() == 4 else 1
+    return first_issue(
+        dtype_issue("u", u),
+        *same,
+        dtype_issue("A", A, (torch.float32,)),
+        None if A.shape[-1] <= MAX_KERNEL_STATE else f"state size {A.shape[-1]} > {MAX_KERNEL_STATE}",
+        None if u.shape[1] % groups == 0 else f"{groups} groups do not divide {u.shape[1]} channels",
+    )
+
+
+def state_update_kernel_issue(state: Tensor, x: Tensor, B: Tensor, C: Tensor) -> str | None:
+    """Why the Triton ``selective_state_update`` would reject the head-less call (None if it would not)."""
+    grouped = next((t for t in (B, C) if t.dim() == 3 and t.shape[1] != 1), None)
+    return first_issue(
+        None
+        if grouped is None
+        else f"grouped B/C (G = {grouped.shape[1]}): the head-less kernel takes G = 1 only",
+        dtype_issue("x", x, KERNEL_DTYPES),
+        dtype_issue("state", state, KERNEL_DTYPES),
+    )

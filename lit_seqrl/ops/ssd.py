@@ -13,7 +13,12 @@ Per head ``h`` (state ``S (P, N)``, heads share B and C within each of G groups)
   never positive: no ``exp`` can overflow.
 * :func:`ssd`: ``mamba_ssm``'s fused Triton kernel ``mamba_chunk_scan_combined`` when usable
   (``backend`` rule of :mod:`lit_seqrl.ops.backend`), else :func:`ssd_chunked`.
-* :func:`ssd_state_update`: one token of the recurrence, for O(1) inference.
+* :func:`ssd_state_update`: one token of the recurrence, for O(1) inference; ``mamba_ssm``'s
+  Triton ``selective_state_update`` (in its per-head form, as the official Mamba-2 steps) when
+  usable, else PyTorch.
+
+Both kernels are used only for fp32/fp16/bf16 inputs (:func:`ssd_kernel_issue`); their
+wrappers make B, C and x contiguous themselves where the Triton code needs it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_seqrl.ops.backend import Backend, probe, use_kernel
+from lit_seqrl.ops.backend import Backend, dtype_issue, first_issue, probe, use_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.triton.ssd_combined"
+STATE_UPDATE_MODULE = "mamba_ssm.ops.triton.selective_state_update"
 
 
 def ssd_ref(
@@ -158,7 +164,9 @@ def ssd(
     backend: Backend = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SSD through the official fused kernel when usable, else :func:`ssd_chunked`; shapes as :func:`ssd_ref`."""
-    if use_kernel(backend, KERNEL_MODULE, x, dt, A, B, C):
+    if use_kernel(
+        backend, KERNEL_MODULE, x, dt, A, B, C, D, z, initial_states, issue=lambda: ssd_kernel_issue(x, B)
+    ):
         return probe(KERNEL_MODULE).mamba_chunk_scan_combined(
             x,
             dt,
@@ -189,16 +197,32 @@ def ssd_state_update(
     z: Tensor | None = None,
     dt_bias: Tensor | None = None,
     dt_softplus: bool = False,
+    backend: Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """One step of SSD.
 
     Args:
         state: ``(B, H, P, N)``; x: ``(B, H, P)``; dt: ``(B, H)``; A: ``(H,)``;
         B, C: ``(B, G, N)``; D: ``(H,)`` or ``(H, P)``; z: ``(B, H, P)``; dt_bias: ``(H,)``.
+        backend: as :func:`ssd`; the kernel is ``selective_state_update``.
 
     Returns:
         ``(y (B, H, P), new_state (B, H, P, N))``; ``state`` is not modified.
     """
+    if use_kernel(
+        backend,
+        STATE_UPDATE_MODULE,
+        state,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        issue=lambda: first_issue(ssd_kernel_issue(x, B), dtype_issue("state", state)),
+    ):
+        return _ssd_state_update_kernel(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     dtype_in = x.dtype
     x, dt, A, B, C, S = _upcast(x, dt, A, B, C, state)
     dt = _step_size(dt, dt_bias, dt_softplus)  # (B H)
@@ -254,3 +278,49 @@ def _epilogue(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tenso
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y
+
+
+# --- eligibility for the official kernels (used by the dispatchers above) ---
+
+
+def ssd_kernel_issue(x: Tensor, B: Tensor) -> str | None:
+    """Why the Triton SSD kernels should not take these arguments (None if they can).
+
+    Only dtypes are checked here: the ``(G, N)`` groups must divide the heads on every path.
+    """
+    return first_issue(dtype_issue("x", x), dtype_issue("B", B))
+
+
+def _ssd_state_update_kernel(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    dt_bias: Tensor | None,
+    dt_softplus: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`ssd_state_update` through ``selective_state_update``'s per-head form.
+
+    That kernel wants per-channel ``dt (B, H, P)``, ``A (H, P, N)``, ``dt_bias``/``D (H, P)``;
+    as the official Mamba-2 step, they are broadcast views (stride 0) of the per-head values,
+    which the kernel detects and reads once per head.
+    """
+    P, N = x.shape[-1], state.shape[-1]
+    new_state = state.clone()  # the kernel updates in place; ours must not touch the caller's state
+    y = probe(STATE_UPDATE_MODULE).selective_state_update(
+        new_state,
+        x,
+        dt[..., None].expand(*dt.shape, P),  # (B H P)
+        A[:, None, None].expand(A.shape[0], P, N),  # (H P N)
+        B,
+        C,
+        None if D is None else (D[:, None].expand(D.shape[0], P) if D.dim() == 1 else D),  # (H P)
+        z=z,
+        dt_bias=None if dt_bias is None else dt_bias[:, None].expand(dt_bias.shape[0], P),  # (H P)
+        dt_softplus=dt_softplus,
+    )
+    return y, new_state
