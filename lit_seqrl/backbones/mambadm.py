@@ -10,17 +10,26 @@ What the paper says, and what we take from it:
   like Decision Mamba's.
 * The global branch is a Mamba over the whole token sequence. -> ``MambaMixer`` of
   :mod:`lit_seqrl.backbones.mamba` (official parameter layout), unchanged.
-* The paper's local branch models short sub-sequences of the trajectory (its eigenvalue analysis
-  of the Mamba matrices of both branches suggests a Mamba there too). No reference code is public,
-  and the exact sub-sequence split is not reproducible from the paper alone, so ours is our own
-  choice: a gated depthwise causal convolution over the last ``local_window`` tokens
-  (``in_proj -> conv -> silu``, gated by ``silu(z)``, ``-> out_proj``; Mamba's block with the SSM
-  removed). Reasons: (1) its receptive field is exactly ``local_window`` tokens, so "local" is a
-  tested property (output ``t`` ignores token ``t - local_window`` and earlier); (2) it steps in
-  O(1) with a rolling buffer, whereas a Mamba restarted on fixed chunks depends on where a window
-  starts; (3) Decision ConvFormer (Kim et al. 2024) showed that such a local filter alone captures
-  the local Markov structure. The default window, 6 tokens, is DC's MuJoCo window: the current and
-  the previous (R, s, a) step of the interleaved layout.
+* The paper's local branch is a Mamba over local sub-sequences of the trajectory (its eigenvalue
+  analysis compares the Mamba matrices of both branches). No reference code is public, and the
+  method text we could read does not pin down the split, so ``local`` offers two forms:
+
+  - ``"mamba"``: our reading of the paper. The tokens are cut into non-overlapping sub-sequences
+    of ``local_window`` tokens, counted from the first real token, and a Mamba mixer (the same
+    :class:`~lit_seqrl.backbones.mamba.MambaMixer`, ``local_expand`` wide) runs on each from a zero
+    state. Output ``t`` sees the tokens from the start of its sub-sequence up to ``t``. ``step``
+    stays exact and O(1): it counts tokens and clears the local state at every sub-sequence start.
+    A sliding window (every output re-scanning its last ``W`` tokens) would be the other reading;
+    it costs ``W`` scans per token in ``forward`` and O(W) per ``step``, and is not implemented.
+  - ``"conv"`` (default): a gated depthwise causal convolution over the last ``local_window``
+    tokens (``in_proj -> conv -> silu``, gated by ``silu(z)``, ``-> out_proj``; Mamba's block
+    with the SSM removed). Its receptive field is exactly ``local_window`` tokens for every
+    output, whatever the phase, and it is the cheaper branch on CPU; Decision ConvFormer (Kim et
+    al. 2024) showed that such a local filter alone captures the local Markov structure. It stays
+    the default because our tables were made with it and the paper's exact form is unverified.
+
+  The default window, 6 tokens, is DC's MuJoCo window: two (R, s, a) steps of the interleaved
+  layout (three (s, a) steps without returns), so sub-sequences start on step boundaries.
 * Fusion: the paper fuses the two feature streams per layer; the operator is a config choice here.
   ``"sum"`` adds the branches; ``"gate"`` mixes them with a per-token, per-channel gate
   ``a = σ(W [g; l] + b)``, ``y = a·g + (1-a)·l``, zero-initialised so it starts as the average and
@@ -29,8 +38,9 @@ What the paper says, and what we take from it:
 * The paper reports that a larger MambaDM does not help but more data does: our defaults stay
   DMamba-sized (3 layers).
 
-``step`` carries per layer the global mixer's conv and SSM states and the local branch's last
-``local_window`` inputs ``(B, E, W)``: O(1) per token.
+``step`` carries per layer the global mixer's conv and SSM states and, for the local branch,
+its last ``local_window`` inputs ``(B, E, W)`` (conv) or its own conv and SSM states and the
+position inside the current sub-sequence (mamba): O(1) per token either way.
 """
 
 from __future__ import annotations
