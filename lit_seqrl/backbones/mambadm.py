@@ -111,6 +111,12 @@ class LocalMambaMixer(nn.Module):
     same Mamba mixer runs on each one from a zero state (its convolution buffer and SSM state),
     so output ``t`` sees the tokens from the start of its sub-sequence up to ``t``: between 1 and
     ``W`` tokens. ``step`` counts tokens and clears the mixer's state at every sub-sequence start.
+
+    The count starts at the first token a call sees: a training or evaluation window's first
+    step, or the episode's first token in recurrent evaluation. With ``W`` a multiple of the
+    tokens per step, sub-sequences start on step boundaries in both; which steps share one shifts
+    with the start. Training windows start at any step, so the model sees every grouping (with
+    ``start_at_episode_start`` they start where recurrent evaluation does).
     """
 
     def __init__(self, cfg: MambaDMConfig) -> None:
