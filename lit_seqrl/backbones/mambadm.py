@@ -10,17 +10,26 @@ What the paper says, and what we take from it:
   like Decision Mamba's.
 * The global branch is a Mamba over the whole token sequence. -> ``MambaMixer`` of
   :mod:`lit_seqrl.backbones.mamba` (official parameter layout), unchanged.
-* The paper's local branch models short sub-sequences of the trajectory (its eigenvalue analysis
-  of the Mamba matrices of both branches suggests a Mamba there too). No reference code is public,
-  and the exact sub-sequence split is not reproducible from the paper alone, so ours is our own
-  choice: a gated depthwise causal convolution over the last ``local_window`` tokens
-  (``in_proj -> conv -> silu``, gated by ``silu(z)``, ``-> out_proj``; Mamba's block with the SSM
-  removed). Reasons: (1) its receptive field is exactly ``local_window`` tokens, so "local" is a
-  tested property (output ``t`` ignores token ``t - local_window`` and earlier); (2) it steps in
-  O(1) with a rolling buffer, whereas a Mamba restarted on fixed chunks depends on where a window
-  starts; (3) Decision ConvFormer (Kim et al. 2024) showed that such a local filter alone captures
-  the local Markov structure. The default window, 6 tokens, is DC's MuJoCo window: the current and
-  the previous (R, s, a) step of the interleaved layout.
+* The paper's local branch is a Mamba over local sub-sequences of the trajectory (its eigenvalue
+  analysis compares the Mamba matrices of both branches). No reference code is public, and the
+  method text we could read does not pin down the split, so ``local`` offers two forms:
+
+  - ``"mamba"``: our reading of the paper. The tokens are cut into non-overlapping sub-sequences
+    of ``local_window`` tokens, counted from the first real token, and a Mamba mixer (the same
+    :class:`~lit_seqrl.backbones.mamba.MambaMixer`, ``local_expand`` wide) runs on each from a zero
+    state. Output ``t`` sees the tokens from the start of its sub-sequence up to ``t``. ``step``
+    stays exact and O(1): it counts tokens and clears the local state at every sub-sequence start.
+    A sliding window (every output re-scanning its last ``W`` tokens) would be the other reading;
+    it costs ``W`` scans per token in ``forward`` and O(W) per ``step``, and is not implemented.
+  - ``"conv"`` (default): a gated depthwise causal convolution over the last ``local_window``
+    tokens (``in_proj -> conv -> silu``, gated by ``silu(z)``, ``-> out_proj``; Mamba's block
+    with the SSM removed). Its receptive field is exactly ``local_window`` tokens for every
+    output, whatever the phase, and it is the cheaper branch on CPU; Decision ConvFormer (Kim et
+    al. 2024) showed that such a local filter alone captures the local Markov structure. It stays
+    the default because our tables were made with it and the paper's exact form is unverified.
+
+  The default window, 6 tokens, is DC's MuJoCo window: two (R, s, a) steps of the interleaved
+  layout (three (s, a) steps without returns), so sub-sequences start on step boundaries.
 * Fusion: the paper fuses the two feature streams per layer; the operator is a config choice here.
   ``"sum"`` adds the branches; ``"gate"`` mixes them with a per-token, per-channel gate
   ``a = σ(W [g; l] + b)``, ``y = a·g + (1-a)·l``, zero-initialised so it starts as the average and
@@ -29,14 +38,15 @@ What the paper says, and what we take from it:
 * The paper reports that a larger MambaDM does not help but more data does: our defaults stay
   DMamba-sized (3 layers).
 
-``step`` carries per layer the global mixer's conv and SSM states and the local branch's last
-``local_window`` inputs ``(B, E, W)``: O(1) per token.
+``step`` carries per layer the global mixer's conv and SSM states and, for the local branch,
+its last ``local_window`` inputs ``(B, E, W)`` (conv) or its own conv and SSM states and the
+position inside the current sub-sequence (mamba): O(1) per token either way.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -49,13 +59,15 @@ from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 
 Fusion = Literal["gate", "sum"]
+Local = Literal["conv", "mamba"]
 
 
 @dataclass
 class MambaDMConfig(MambaConfig):
-    local_window: int = 6  # W: tokens the local branch sees (current + W-1 before)
+    local_window: int = 6  # W: conv: tokens each output sees; mamba: length of each sub-sequence
     local_expand: int = 1  # local branch width = local_expand * d_model
     fusion: Fusion = "sum"
+    local: Local = "conv"  # the local branch: gated causal conv, or Mamba over sub-sequences
 
 
 class LocalMixer(nn.Module):
@@ -92,6 +104,65 @@ class LocalMixer(nn.Module):
         return self.out_proj(x * F.silu(z)), buf
 
 
+class LocalMambaMixer(nn.Module):
+    """Mamba over non-overlapping sub-sequences ``(B, L, d_model) -> (B, L, d_model)``.
+
+    Tokens are cut into sub-sequences of ``W = local_window`` tokens counted from the first real
+    token (index ``p`` of a row with ``p`` padded steps): ``[p, p+W)``, ``[p+W, p+2W)``, ... The
+    same Mamba mixer runs on each one from a zero state (its convolution buffer and SSM state),
+    so output ``t`` sees the tokens from the start of its sub-sequence up to ``t``: between 1 and
+    ``W`` tokens. ``step`` counts tokens and clears the mixer's state at every sub-sequence start.
+
+    The count starts at the first token a call sees: a training or evaluation window's first
+    step, or the episode's first token in recurrent evaluation. With ``W`` a multiple of the
+    tokens per step, sub-sequences start on step boundaries in both; which steps share one shifts
+    with the start. Training windows start at any step, so the model sees every grouping (with
+    ``start_at_episode_start`` they start where recurrent evaluation does).
+    """
+
+    def __init__(self, cfg: MambaDMConfig) -> None:
+        super().__init__()
+        self.window = cfg.local_window
+        self.mixer = MambaMixer(replace(cfg, expand=cfg.local_expand))  # its own width, shared Mamba code
+
+    @property
+    def out_proj(self) -> nn.Linear:
+        return self.mixer.out_proj
+
+    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
+        B, L, D = hidden.shape
+        W = self.window
+        n = -(-L // W)  # sub-sequences per row, the last one possibly short
+        if keep is not None:
+            # Roll each row left by its padding p, so that its first real token sits at index 0 and
+            # the padding at the end, after every real token (where causality makes it harmless).
+            pad = (L - keep[:, 0].sum(-1)).round().long()  # (B) padded steps, padding on the left
+            src = (torch.arange(L, device=hidden.device) + pad[:, None]) % L  # (B L)
+            hidden = hidden.gather(1, src[..., None].expand(B, L, D))
+        x = F.pad(hidden, (0, 0, 0, n * W - L))  # (B nW D), zeros after the end: causal, harmless
+        y = self.mixer(x.reshape(B * n, W, D)).reshape(B, n * W, D)[:, :L]  # each piece from zero state
+        if keep is not None:
+            dst = (torch.arange(L, device=hidden.device) - pad[:, None]) % L  # undo the roll
+            y = y.gather(1, dst[..., None].expand(B, L, D))
+        return y  # (B L D)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> dict[str, Tensor]:
+        """The mixer's ``{"conv", "ssm"}`` and ``"phase" (B,)``: tokens seen in the current sub-sequence."""
+        state = self.mixer.init_state(batch_size, device, dtype)
+        state["phase"] = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B)
+        return state
+
+    def step(self, hidden: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        fresh = (state["phase"] == 0)[:, None, None]  # (B 1 1): this token starts a sub-sequence
+        conv = state["conv"].masked_fill(fresh, 0.0)  # (B E d_conv)
+        ssm = state["ssm"].masked_fill(fresh, 0.0)  # (B E N)
+        y, new = self.mixer.step(hidden, {"conv": conv, "ssm": ssm})
+        new["phase"] = (state["phase"] + 1) % self.window
+        return y, new
+
+
 class GlobalLocalBlock(nn.Module):
     """``x <- x + Fuse(GlobalMamba(Norm(x)), Local(Norm(x)))``."""
 
@@ -99,10 +170,12 @@ class GlobalLocalBlock(nn.Module):
         super().__init__()
         if cfg.fusion not in ("gate", "sum"):
             raise ValueError(f"fusion must be 'gate' or 'sum', got {cfg.fusion!r}")
+        if cfg.local not in ("conv", "mamba"):
+            raise ValueError(f"local must be 'conv' or 'mamba', got {cfg.local!r}")
         self.fusion = cfg.fusion
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
         self.global_mixer = MambaMixer(cfg)
-        self.local_mixer = LocalMixer(cfg)
+        self.local_mixer = LocalMixer(cfg) if cfg.local == "conv" else LocalMambaMixer(cfg)
         if cfg.fusion == "gate":
             self.gate = nn.Linear(2 * cfg.d_model, cfg.d_model)
             nn.init.zeros_(self.gate.weight)  # a = 0.5 at init: start from the average of both scales
@@ -136,9 +209,14 @@ class MambaDM(Backbone):
     Args:
         d_model: token width.
         n_layers: number of blocks.
-        local_window: tokens the local branch sees (the current one and ``local_window - 1`` before).
+        local_window: conv: tokens each local output sees (the current one and ``local_window - 1``
+            before); mamba: the length of each sub-sequence. A multiple of the tokens per step (6
+            fits 2 and 3) keeps sub-sequences on step boundaries.
         local_expand: local branch width in multiples of ``d_model``.
         fusion: ``"sum"`` or ``"gate"`` (learned per-token convex mix).
+        local: ``"conv"`` (gated causal convolution over the last ``local_window`` tokens) or
+            ``"mamba"`` (a Mamba restarted on every ``local_window``-token sub-sequence: the paper's
+            local Mamba as we read it).
         Other arguments: the global Mamba mixer's, as :class:`lit_seqrl.backbones.mamba.MambaConfig`.
 
     ``mask`` (``(B, L)``, True = real token, padding on the left): both branches see zeros at
@@ -152,6 +230,7 @@ class MambaDM(Backbone):
         local_window: int = 6,
         local_expand: int = 1,
         fusion: Fusion = "sum",
+        local: Local = "conv",
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
@@ -196,7 +275,8 @@ class MambaDM(Backbone):
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> State:
-        """Per layer ``{"global": {"conv", "ssm"}, "local": (B, local_expand * d_model, local_window)}``."""
+        """Per layer ``{"global": {"conv", "ssm"}, "local": ...}``; ``"local"`` is ``(B, E, local_window)``
+        for ``local="conv"`` and ``{"conv", "ssm", "phase"}`` for ``local="mamba"``."""
         return [
             {
                 "global": block.global_mixer.init_state(batch_size, device, dtype),
