@@ -59,11 +59,22 @@ def test_window_at_episode_start_is_left_padded_exactly():
     assert item["observations"].dtype == torch.float32 and item["mask"].dtype == torch.bool
 
 
+def rtg_by_definition(rewards, gamma):
+    """R_t = Σ_{k>=t} γ^(k-t) r_k, a double sum in Python floats (no helper of the code under test)."""
+    r = [float(x) for x in rewards]
+    return np.array([sum(gamma ** (k - t) * r[k] for k in range(t, len(r))) for t in range(len(r))])
+
+
+def delayed_by_definition(rewards):
+    """The DT paper's delayed reward: 0 at every step, the episode's return at the last one."""
+    return np.array([0.0] * (len(rewards) - 1) + [float(sum(float(x) for x in rewards))])
+
+
 def reference_window(episodes, start_ep, start_step, k, gamma, delayed, scale):
     """Slow, obvious construction of one window for comparison."""
     ep = episodes[start_ep]
-    rewards = delay_rewards(ep.rewards) if delayed else ep.rewards
-    rtg = returns_to_go(rewards, gamma) * np.float32(scale)
+    rewards = delayed_by_definition(ep.rewards) if delayed else np.asarray(ep.rewards, np.float64)
+    rtg = rtg_by_definition(rewards, gamma) * scale
     stop = min(start_step + k, ep.length)
     n, pad = stop - start_step, k - (stop - start_step)
     out = {
@@ -77,7 +88,7 @@ def reference_window(episodes, start_ep, start_step, k, gamma, delayed, scale):
     out["observations"][pad:] = ep.observations[start_step:stop]
     out["actions"][pad:] = ep.actions[start_step:stop]
     out["returns_to_go"][pad:, 0] = rtg[start_step:stop]
-    out["rewards"][pad:, 0] = rewards[start_step:stop] * np.float32(scale)
+    out["rewards"][pad:, 0] = rewards[start_step:stop] * scale
     out["timesteps"][pad:] = np.arange(start_step, stop)
     out["mask"][pad:] = True
     assert n >= 1
