@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -66,6 +68,13 @@ def test_evaluate_a_checkpoint_alone_prints_table_and_json(trained_checkpoint):
     assert "return_mean" in proc.stdout  # the human table precedes the JSON line
 
 
+def _cpp_compiler() -> str | None:
+    """The C++ compiler inductor would use on CPU ($CXX, else the usual names), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
+@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_evaluate_with_compiled_acting_gives_the_same_returns(trained_checkpoint):
     """``--compile true``: the real torch.compile (inductor) path, the same episodes as eager."""
     args = ("evaluate", "--ckpt_path", str(trained_checkpoint), "--episodes", "2", "--num_envs", "2")
