@@ -1,8 +1,13 @@
-"""Backbone registry: discovery through the ``lit_seqrl.backbones`` entry-point group.
+"""Backbone registry: a table of built-ins, plus third-party plugins found through entry points.
 
-Built-in backbones are declared in our own ``pyproject.toml`` under that group, exactly as a
-third-party package declares its own, so there is one discovery path for everyone. Plugins are
-imported on first use; one that fails to import is skipped with a single warning naming it.
+Built-in backbones are listed in the table :data:`BUILTINS`, in-process, as timm keeps its
+models: a source checkout that was never pip-installed, or a built-in added since the last
+install, works without package metadata. Third-party
+packages declare theirs in the ``lit_seqrl.backbones`` entry-point group; they are imported on
+first use, and one that fails to import, or whose entry point is not a :class:`Backbone`
+subclass, is skipped with a single warning naming it. A plugin cannot replace a built-in: one
+that uses a built-in's name is skipped with a warning. ``register_backbone`` registers a class
+in this process (notebooks, tests) and wins over plugins, but not over built-ins either.
 """
 
 from __future__ import annotations
@@ -15,8 +20,37 @@ from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from lit_seqrl.backbones.base import Backbone
+from lit_seqrl.backbones.conv import DecisionConvFormer, DecisionConvFormerHybrid
+from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
+from lit_seqrl.backbones.hippo_rnn import HippoRNN
+from lit_seqrl.backbones.mamba import MambaBackbone
+from lit_seqrl.backbones.mamba2 import Mamba2Backbone, Mamba2Hybrid
+from lit_seqrl.backbones.mambadm import MambaDM
+from lit_seqrl.backbones.recurrent import GRUBackbone, LSTMBackbone
+from lit_seqrl.backbones.s4 import S4Backbone
+from lit_seqrl.backbones.s4d import S4DBackbone
+from lit_seqrl.backbones.transformer import Transformer
 
 ENTRY_POINT_GROUP = "lit_seqrl.backbones"
+BUILTIN_PROVIDER = "lit-seqrl"  # our distribution name: the provider shown for built-ins
+IN_PROCESS_PROVIDER = "<in-process>"
+
+# Add a new built-in backbone here: name -> class.
+BUILTINS: dict[str, type[Backbone]] = {
+    "transformer": Transformer,
+    "mamba": MambaBackbone,
+    "mamba2": Mamba2Backbone,
+    "mamba2_hybrid": Mamba2Hybrid,
+    "s4": S4Backbone,
+    "s4d": S4DBackbone,
+    "hippo_rnn": HippoRNN,
+    "lstm": LSTMBackbone,
+    "gru": GRUBackbone,
+    "dc": DecisionConvFormer,
+    "dc_hybrid": DecisionConvFormerHybrid,
+    "mambadm": MambaDM,
+    "dtqn_transformer": DTQNTransformer,
+}
 
 B = TypeVar("B", bound=type[Backbone])
 
@@ -25,12 +59,12 @@ B = TypeVar("B", bound=type[Backbone])
 class BackboneEntry:
     name: str
     cls: type[Backbone]
-    provider: str  # distribution name (or "<in-process>" for register_backbone)
+    provider: str  # distribution name: "lit-seqrl" for built-ins, "<in-process>" for register_backbone
 
 
-_registered: dict[str, BackboneEntry] = {}  # in-process registrations win over entry points
+_registered: dict[str, BackboneEntry] = {}  # in-process registrations win over plugins
 _discovered: dict[str, BackboneEntry] | None = None
-_failed: dict[str, str] = {}  # name -> error message, warned once
+_skipped: dict[str, str] = {}  # plugin name -> why it was skipped, warned once
 
 
 class UnknownBackboneError(KeyError):
@@ -43,6 +77,8 @@ class UnknownBackboneError(KeyError):
 def register_backbone(name: str) -> Callable[[B], B]:
     """Class decorator registering a backbone in this process (notebooks, tests).
 
+    Registering a name again replaces the earlier class; a built-in's name raises ``ValueError``.
+
     >>> @register_backbone("my_gru")
     ... class MyGRU(Backbone): ...
     """
@@ -50,10 +86,31 @@ def register_backbone(name: str) -> Callable[[B], B]:
     def wrap(cls: B) -> B:
         if not (isinstance(cls, type) and issubclass(cls, Backbone)):
             raise TypeError(f"register_backbone({name!r}) expects a Backbone subclass, got {cls!r}")
-        _registered[name] = BackboneEntry(name, cls, "<in-process>")
+        if name in BUILTINS:
+            raise ValueError(
+                f"{name!r} is the name of a built-in backbone; register yours under another name"
+            )
+        _registered[name] = BackboneEntry(name, cls, IN_PROCESS_PROVIDER)
         return cls
 
     return wrap
+
+
+def unregister_backbone(name: str) -> None:
+    """Forget an in-process registration (the undo of :func:`register_backbone`, for test fixtures)."""
+    if name not in _registered:
+        raise KeyError(f"no backbone {name!r} was registered in this process")
+    del _registered[name]
+
+
+def _skip(name: str, provider: str, value: str, why: str) -> None:
+    if _skipped.get(name) != why:
+        warnings.warn(
+            f"lit_seqrl: skipping backbone plugin {name!r} from {provider} ({value}): {why}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    _skipped[name] = why
 
 
 def _discover() -> dict[str, BackboneEntry]:
@@ -62,22 +119,21 @@ def _discover() -> dict[str, BackboneEntry]:
         return _discovered
     found: dict[str, BackboneEntry] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            continue  # the first installed distribution wins, as importlib orders them
         provider = ep.dist.name if ep.dist is not None else "?"
+        if provider == BUILTIN_PROVIDER or ep.name in found:
+            # Our own metadata (an install of this package) only repeats the table; otherwise
+            # the first installed distribution wins, as importlib orders them.
+            continue
+        if ep.name in BUILTINS:
+            _skip(ep.name, provider, ep.value, "the name is taken by a built-in backbone; rename the plugin")
+            continue
         try:
             cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, Backbone)):
-                raise TypeError(f"{ep.value} is not a lit_seqrl Backbone subclass")
         except Exception as err:  # a broken plugin must not break everything else
-            msg = f"{type(err).__name__}: {err}"
-            if _failed.get(ep.name) != msg:
-                warnings.warn(
-                    f"lit_seqrl: skipping backbone plugin {ep.name!r} from {provider} ({ep.value}): {msg}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-            _failed[ep.name] = msg
+            _skip(ep.name, provider, ep.value, f"import failed: {type(err).__name__}: {err}")
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+            _skip(ep.name, provider, ep.value, f"{cls!r} is not a lit_seqrl Backbone subclass")
             continue
         found[ep.name] = BackboneEntry(ep.name, cls, provider)
     _discovered = found
@@ -88,12 +144,13 @@ def refresh() -> None:
     """Forget discovered plugins so the next lookup re-reads the entry points (after a pip install)."""
     global _discovered
     _discovered = None
-    _failed.clear()
+    _skipped.clear()
 
 
 def list_backbones() -> dict[str, BackboneEntry]:
-    """All usable backbones by name, sorted."""
-    entries = {**_discover(), **_registered}
+    """All usable backbones by name, sorted: built-ins, plugins and in-process registrations."""
+    builtins = {name: BackboneEntry(name, cls, BUILTIN_PROVIDER) for name, cls in BUILTINS.items()}
+    entries = {**_discover(), **_registered, **builtins}
     return dict(sorted(entries.items()))
 
 
@@ -101,7 +158,7 @@ def get_backbone_class(name: str) -> type[Backbone]:
     entries = list_backbones()
     if name not in entries:
         known = ", ".join(entries) or "none"
-        hint = f" (its plugin failed to import: {_failed[name]})" if name in _failed else ""
+        hint = f" (its plugin was skipped: {_skipped[name]})" if name in _skipped else ""
         raise UnknownBackboneError(f"unknown backbone {name!r}{hint}; known backbones: {known}")
     return entries[name].cls
 

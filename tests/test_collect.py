@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import minari
@@ -170,27 +171,42 @@ def test_overwrite_replaces(root):
     assert not list(root.glob(".lit_seqrl-trash*"))
 
 
-def _collect_and_report(queue) -> None:
+def _collect_and_report(queue, barrier, datasets_path: str) -> None:
+    os.environ["MINARI_DATASETS_PATH"] = datasets_path
+    rollout = collect._rollout_quality
+
+    def slow_logged_rollout(*args, **kwargs):
+        # Log which process generates, and hold the race window open for a second.
+        with open(Path(datasets_path).parent / "generators.log", "a") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        return rollout(*args, **kwargs)
+
+    collect._rollout_quality = slow_logged_rollout
     try:
+        barrier.wait(timeout=600)  # both processes have imported everything: start together
         data = collect_dataset(CARTPOLE, num_episodes=3, progress=False)
         queue.put((len(data.episodes), os.stat(datasets_root() / CARTPOLE).st_ino))
     except BaseException as err:  # report instead of dying silently, so the test fails fast
         queue.put(("error", repr(err)))
 
 
-@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork (POSIX)")
 def test_concurrent_generation_happens_once(root):
-    # Two processes (forked, so no re-import) generate the same id at once. Each reports the
-    # dataset directory's inode after it returns: equal inodes mean one generation, i.e. the
-    # second waited on the lock and then loaded the first one's result.
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_collect_and_report, args=(queue,)) for _ in range(2)]
+    # Two processes generate the same id at once. Each logs when it generates and reports the
+    # dataset directory's inode after it returns: one generator and equal inodes mean the second
+    # waited on the lock and then loaded the first one's result. Spawned, not forked: forking a process whose torch
+    # threads are running can deadlock the child. The timeouts only guard against a hang; a
+    # loaded machine needs many seconds to start two interpreters that import torch.
+    ctx = mp.get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(2)
+    procs = [ctx.Process(target=_collect_and_report, args=(queue, barrier, str(root))) for _ in range(2)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=60) for _ in procs]
+    results = [queue.get(timeout=900) for _ in procs]
     for p in procs:
-        p.join(timeout=30)
-    assert all(p.exitcode == 0 for p in procs)
-    assert results[0] == results[1] and results[0][0] == 3
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs), results
+    assert results[0] == results[1] and results[0][0] == 3, results
+    generators = set((root.parent / "generators.log").read_text().split())
+    assert len(generators) == 1, "both processes generated the dataset"
     assert list(minari.list_local_datasets()) == [CARTPOLE]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import warnings
@@ -12,6 +13,7 @@ import torch
 
 from lit_seqrl import registry
 from lit_seqrl.backbones import Backbone
+from lit_seqrl.backbones.transformer import Transformer
 from lit_seqrl.registry import UnknownBackboneError, build_backbone, list_backbones, register_backbone
 from lit_seqrl.testing import check_backbone
 
@@ -19,6 +21,7 @@ PLUGIN = '''
 import torch
 from torch import nn
 from lit_seqrl.backbones import Backbone
+from lit_seqrl.backbones.transformer import Transformer
 
 class CumMean(Backbone):
     """Causal running mean followed by a linear map: a tiny third-party backbone."""
@@ -62,24 +65,91 @@ def plugin_path(tmp_path, monkeypatch):
         "raise ImportError('needs a GPU library')",
         "broken = broken_plugin:Nope",
     )
+    _fake_distribution(
+        tmp_path,
+        "squatter_plugin",
+        "squatter_plugin",
+        PLUGIN.replace("CumMean", "Squatter"),
+        "transformer = squatter_plugin:Squatter",
+    )
+    _fake_distribution(
+        tmp_path, "notabackbone_plugin", "notabackbone_plugin", "class Thing:\n    pass\n",
+        "thing = notabackbone_plugin:Thing",
+    )  # fmt: skip
     monkeypatch.syspath_prepend(str(tmp_path))
     registry.refresh()
     yield tmp_path
     registry.refresh()
-    for mod in ("cummean_plugin", "broken_plugin"):
+    for mod in ("cummean_plugin", "broken_plugin", "squatter_plugin", "notabackbone_plugin"):
         sys.modules.pop(mod, None)
 
 
-def test_builtin_transformer_is_registered_through_entry_points():
+def test_builtin_transformer_is_registered_in_process():
     entry = list_backbones()["transformer"]
     assert entry.provider == "lit-seqrl"
-    assert entry.cls.__name__ == "Transformer"
+    assert entry.cls is Transformer
+
+
+def test_builtins_need_no_package_metadata(monkeypatch):
+    """A source checkout that was never pip-installed still knows every built-in backbone."""
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    registry.refresh()
+    try:
+        entries = list_backbones()
+        assert set(registry.BUILTINS) <= set(entries)
+        assert {entries[name].provider for name in registry.BUILTINS} == {"lit-seqrl"}
+        assert isinstance(build_backbone("transformer", d_model=8, n_layers=1), Transformer)
+    finally:
+        monkeypatch.undo()
+        registry.refresh()
+
+
+def test_plugin_named_like_a_builtin_is_skipped_with_a_warning_naming_it(plugin_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entries = list_backbones()
+    assert any(re.search(r"'transformer' from squatter_plugin.*built-in", str(w.message)) for w in caught)
+    assert entries["transformer"].cls is Transformer and entries["transformer"].provider == "lit-seqrl"
+    assert isinstance(build_backbone("transformer", d_model=8, n_layers=1), Transformer)
+
+
+def test_entry_point_that_is_not_a_backbone_is_skipped_and_named_when_asked_for(plugin_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entries = list_backbones()
+    assert any(
+        re.search(r"'thing' from notabackbone_plugin.*not a lit_seqrl Backbone", str(w.message))
+        for w in caught
+    )
+    assert "thing" not in entries and "cummean" in entries
+    with pytest.raises(
+        UnknownBackboneError,
+        match=r"unknown backbone 'thing' \(its plugin was skipped: .*not a lit_seqrl Backbone",
+    ):
+        build_backbone("thing", d_model=8)
+
+
+def test_register_backbone_cannot_take_a_builtin_name_and_unregisters():
+    class Mine(Backbone):
+        def forward(self, x, mask=None):
+            return x
+
+    with pytest.raises(ValueError, match="built-in backbone"):
+        register_backbone("mamba")(Mine)
+    assert list_backbones()["mamba"].provider == "lit-seqrl"
+    register_backbone("mine_test")(Mine)
+    assert list_backbones()["mine_test"].cls is Mine
+    registry.unregister_backbone("mine_test")
+    assert "mine_test" not in list_backbones()
+    with pytest.raises(KeyError, match="mine_test"):
+        registry.unregister_backbone("mine_test")
 
 
 def test_third_party_plugin_is_discovered_and_broken_one_skipped_with_one_warning(plugin_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         entries = list_backbones()
+        assert len(caught) == 3  # broken, squatter, not-a-backbone: one warning each
         list_backbones()  # a second lookup must not warn again
     assert entries["cummean"].provider == "cummean_plugin"
     assert "broken" not in entries and "transformer" in entries
@@ -88,7 +158,7 @@ def test_third_party_plugin_is_discovered_and_broken_one_skipped_with_one_warnin
     assert "broken_plugin" in str(broken[0].message) and "needs a GPU library" in str(broken[0].message)
     backbone = build_backbone("cummean", d_model=8, scale=2.0)
     check_backbone(backbone)
-    with pytest.raises(UnknownBackboneError, match="failed to import"):
+    with pytest.raises(UnknownBackboneError, match="plugin was skipped: import failed"):
         build_backbone("broken", d_model=8)
 
 
@@ -117,22 +187,18 @@ def test_register_backbone_decorator_and_non_strict_kwargs():
             b = build_backbone("identity_test", d_model=4, strict=False, n_heads=2, gain=3.0)
         assert b.gain.item() == 3.0
     finally:
-        registry._registered.pop("identity_test")
+        registry.unregister_backbone("identity_test")
 
     with pytest.raises(TypeError, match="expects a Backbone subclass"):
         register_backbone("bad")(int)
 
 
-def test_every_builtin_entry_point_imports():
-    from importlib.metadata import entry_points
+def test_backbones_command_lists_builtins_and_plugins_with_their_provider(plugin_path, capsys):
+    from lit_seqrl.cli import run_backbones
 
-    ours = [
-        ep
-        for ep in entry_points(group=registry.ENTRY_POINT_GROUP)
-        if ep.dist is not None and ep.dist.name == "lit-seqrl"
-    ]
-    assert len(ours) >= 9
-    registry.refresh()
-    entries = list_backbones()
-    broken = {ep.name: registry._failed.get(ep.name) for ep in ours if ep.name not in entries}
-    assert not broken, f"built-in backbones failed to import: {broken}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_backbones([])
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["mamba"][0] == "lit-seqrl" and rows["cummean"][0] == "cummean_plugin"
+    assert rows["transformer"] == ["lit-seqrl", "lit_seqrl.backbones.transformer.Transformer"]

@@ -59,11 +59,22 @@ def test_window_at_episode_start_is_left_padded_exactly():
     assert item["observations"].dtype == torch.float32 and item["mask"].dtype == torch.bool
 
 
+def rtg_by_definition(rewards, gamma):
+    """R_t = Σ_{k>=t} γ^(k-t) r_k, a double sum in Python floats (no helper of the code under test)."""
+    r = [float(x) for x in rewards]
+    return np.array([sum(gamma ** (k - t) * r[k] for k in range(t, len(r))) for t in range(len(r))])
+
+
+def delayed_by_definition(rewards):
+    """The DT paper's delayed reward: 0 at every step, the episode's return at the last one."""
+    return np.array([0.0] * (len(rewards) - 1) + [float(sum(float(x) for x in rewards))])
+
+
 def reference_window(episodes, start_ep, start_step, k, gamma, delayed, scale):
     """Slow, obvious construction of one window for comparison."""
     ep = episodes[start_ep]
-    rewards = delay_rewards(ep.rewards) if delayed else ep.rewards
-    rtg = returns_to_go(rewards, gamma) * np.float32(scale)
+    rewards = delayed_by_definition(ep.rewards) if delayed else np.asarray(ep.rewards, np.float64)
+    rtg = rtg_by_definition(rewards, gamma) * scale
     stop = min(start_step + k, ep.length)
     n, pad = stop - start_step, k - (stop - start_step)
     out = {
@@ -77,7 +88,7 @@ def reference_window(episodes, start_ep, start_step, k, gamma, delayed, scale):
     out["observations"][pad:] = ep.observations[start_step:stop]
     out["actions"][pad:] = ep.actions[start_step:stop]
     out["returns_to_go"][pad:, 0] = rtg[start_step:stop]
-    out["rewards"][pad:, 0] = rewards[start_step:stop] * np.float32(scale)
+    out["rewards"][pad:, 0] = rewards[start_step:stop] * scale
     out["timesteps"][pad:] = np.arange(start_step, stop)
     out["mask"][pad:] = True
     assert n >= 1
@@ -198,3 +209,36 @@ def test_observation_stats_and_split():
     assert len(split_episodes(many[:2], 0.01, seed=0)[1]) == 1  # a positive fraction keeps one
     with pytest.raises(ValueError):
         split_episodes(many, 1.0, seed=0)
+
+
+def splitmix64_by_definition(x: int) -> int:
+    """SplitMix64's output function (Steele, Lea & Flood 2014), in Python integers mod 2^64."""
+    mask = 2**64 - 1
+    z = (x + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**64 + 7])
+def test_window_starts_are_the_documented_counter_based_draw(seed):
+    """Start of window i in epoch e: splitmix(splitmix(splitmix(seed) ^ e) ^ i) mod N, seed mod 2^64."""
+    episodes = [make_episode(n, i) for i, n in enumerate([5, 9, 3])]
+    ds = TrajectoryWindows(episodes, context_len=4, num_windows=50, seed=seed)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        key = splitmix64_by_definition(splitmix64_by_definition(seed % 2**64) ^ epoch)
+        expected = [splitmix64_by_definition(key ^ i) % 17 for i in range(50)]
+        assert ds.starts(np.arange(50)).tolist() == expected
+    with pytest.raises(IndexError, match=r"window index out of range \[0, 50\)"):
+        ds.starts([50])
+
+
+def test_defaults_are_undiscounted_unscaled_and_not_delayed():
+    ep = make_episode(4)  # rewards 1, 2, 3, 4
+    item = TrajectoryWindows([ep], context_len=4, num_windows=1, start_at_episode_start=True)[0]
+    np.testing.assert_array_equal(item["returns_to_go"][:, 0].numpy(), [10.0, 9.0, 7.0, 4.0])
+    np.testing.assert_array_equal(item["rewards"][:, 0].numpy(), [1.0, 2.0, 3.0, 4.0])
+    assert returns_to_go(np.array([1.0, 2.0]), gamma=0.5).dtype == np.float32
+    with pytest.raises(ValueError, match=r"^TrajectoryWindows needs at least one non-empty episode$"):
+        TrajectoryWindows([make_episode(0)], context_len=4, num_windows=1)
