@@ -51,15 +51,29 @@ class SeqRLCLI(LightningCLI):
     def after_fit(self) -> None:
         trainer = self.trainer
         log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
-        if not trainer.is_global_zero:
-            return
-        print(f"\nTensorBoard logs: {log_dir}   (tensorboard --logdir {log_dir})")
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None and (ckpt.last_model_path or ckpt.best_model_path):
-            print(f"checkpoints: last={ckpt.last_model_path or '-'} best={ckpt.best_model_path or '-'}")
-            print(
-                f"evaluate with: lit-seqrl evaluate --ckpt_path {ckpt.best_model_path or ckpt.last_model_path}"
-            )
+        if trainer.is_global_zero:
+            print(f"\nTensorBoard logs: {log_dir}   (tensorboard --logdir {log_dir})")
+            ckpt = trainer.checkpoint_callback
+            if ckpt is not None and (ckpt.last_model_path or ckpt.best_model_path):
+                print(f"checkpoints: last={ckpt.last_model_path or '-'} best={ckpt.best_model_path or '-'}")
+                print(
+                    f"evaluate with: lit-seqrl evaluate --ckpt_path {ckpt.best_model_path or ckpt.last_model_path}"
+                )
+        end_process_group(trainer)
+
+
+def end_process_group(trainer: Any) -> None:
+    """Wait for every rank, then destroy the process group, on every rank.
+
+    Lightning destroys the group at exit only for NCCL. With gloo nothing does: a rank that
+    leaves early tore the group down in interpreter shutdown while the other still used it, and
+    the other aborted ("terminate called without an active exception").
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.strategy.barrier("end_of_fit")
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------- extra commands
