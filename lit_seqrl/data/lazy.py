@@ -47,13 +47,48 @@ __all__ = [
 _MAIN_FILE = "main_data.hdf5"
 
 
+_FIELDS = ("observations", "actions", "rewards")
+
+
+@dataclass
+class RawArray:
+    """Where an uncompressed HDF5 array's bytes lie in the file: read with one ``pread``."""
+
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
 @dataclass
 class EpisodeRef:
-    """What is kept in memory of one stored episode: its id, T steps and undiscounted return."""
+    """What is kept in memory of one stored episode: its id, T steps and undiscounted return.
+
+    ``raw`` locates its observations, actions and rewards in the file when HDF5 stores them as
+    one uncompressed block each (minari's default); otherwise (None) they are read through h5py.
+    """
 
     id: int
     length: int
     total_return: float
+    raw: tuple[RawArray, ...] | None = None
+
+
+def _raw_location(dataset: Any) -> RawArray | None:
+    """The byte offset of an HDF5 dataset stored as one unfiltered block, else None."""
+    if dataset.compression or dataset.shuffle or dataset.fletcher32 or dataset.scaleoffset:
+        return None
+    if not dataset.dtype.isnative or dataset.dtype.kind not in "fiub":
+        return None
+    if dataset.chunks is None:
+        offset = dataset.id.get_offset()
+    elif tuple(dataset.chunks) == dataset.shape and dataset.id.get_num_chunks() == 1:
+        info = dataset.id.get_chunk_info(0)
+        offset = None if info.filter_mask else info.byte_offset
+    else:
+        return None
+    if offset is None:
+        return None
+    return RawArray(int(offset), dataset.dtype.str, tuple(dataset.shape))
 
 
 @dataclass
@@ -98,13 +133,22 @@ def scan_offline_dataset(source: str) -> LazyOfflineDataset:
     with h5py.File(path, "r") as f:
         # In id order, as minari iterates them (the file's own key order is lexicographic).
         for episode_id in ds.episode_indices:
-            rewards = np.asarray(f[f"episode_{episode_id}"]["rewards"], dtype=np.float32).reshape(-1)
+            group = f[f"episode_{episode_id}"]
+            rewards = np.asarray(group["rewards"][()], dtype=np.float32).reshape(-1)
             if not np.isfinite(rewards).all():
                 step = int(np.argwhere(~np.isfinite(rewards))[0][0])
                 raise ValueError(
                     f"dataset {source!r}: episode {episode_id} has a non-finite value in rewards (first at step {step})"
                 )
-            refs.append(EpisodeRef(int(episode_id), len(rewards), float(np.sum(rewards, dtype=np.float64))))
+            raw = tuple(_raw_location(group[name]) for name in _FIELDS)
+            refs.append(
+                EpisodeRef(
+                    int(episode_id),
+                    len(rewards),
+                    float(np.sum(rewards, dtype=np.float64)),
+                    None if None in raw else raw,  # type: ignore[arg-type]
+                )
+            )
     ref_min, ref_max = _ref_scores(ds)
     return LazyOfflineDataset(
         episodes=refs,  # type: ignore[arg-type]  # refs stand in for episodes: length, total_return, id
@@ -193,11 +237,13 @@ class LazyTrajectoryWindows(Dataset):
         self.cache_bytes = cache_bytes
         self.epoch = 0
         self.ids = np.array([ep.id for ep in episodes], dtype=np.int64)  # (E,)
+        self.raw = [getattr(ep, "raw", None) for ep in episodes]  # byte offsets, or None: use h5py
         lengths = np.array([ep.length for ep in episodes], dtype=np.int64)  # (E,)
         self.ends = np.cumsum(lengths)  # (E,) one past each episode's last global step
         self.begins = self.ends - lengths  # (E,)
         self.num_steps = int(self.ends[-1])
         self._file: Any = None
+        self._fd: int | None = None
         self._pid: int | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
         self._cached_bytes = 0
@@ -212,7 +258,7 @@ class LazyTrajectoryWindows(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:  # a worker gets no open handle and an empty cache
         state = dict(self.__dict__)
-        state.update(_file=None, _pid=None, _cache=OrderedDict(), _cached_bytes=0)
+        state.update(_file=None, _fd=None, _pid=None, _cache=OrderedDict(), _cached_bytes=0)
         return state
 
     def starts(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
@@ -231,20 +277,16 @@ class LazyTrajectoryWindows(Dataset):
         if hit is not None:
             self._cache.move_to_end(e)
             return hit
-        if self._file is None or self._pid != os.getpid():
-            import h5py
-
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        group = self._file[f"episode_{self.ids[e]}"]
         n = int(self.ends[e] - self.begins[e])
-        obs = np.asarray(group["observations"][:n], dtype=np.float32)
-        raw_act = np.asarray(group["actions"][:n])
+        obs_all, raw_act, rewards = self._read(e)
+        obs = np.asarray(obs_all[:n], dtype=np.float32)
+        raw_act = raw_act[:n]
         act = (
             raw_act.astype(np.int64).reshape(n)
             if self.discrete
             else raw_act.astype(np.float32).reshape(n, -1)
         )
-        rewards = np.asarray(group["rewards"][:n], dtype=np.float32).reshape(n)
+        rewards = np.asarray(rewards[:n], dtype=np.float32).reshape(n)
         if self.delayed_reward:
             rewards = delay_rewards(rewards)
         # The same arithmetic as TrajectoryWindows, so the values agree bit for bit.
@@ -260,6 +302,30 @@ class LazyTrajectoryWindows(Dataset):
                 _, old = self._cache.popitem(last=False)
                 self._cached_bytes -= sum(a.nbytes for a in old)
         return item
+
+    def _read(self, e: int) -> tuple[np.ndarray, ...]:
+        """Stored observations (T+1 rows), actions and rewards of episode e, as stored."""
+        if self._pid != os.getpid():  # first use in this process (a forked worker included)
+            self._file = self._fd = None
+            self._pid = os.getpid()
+        raw = self.raw[e]
+        if raw is not None:
+            # One positioned read per array: far cheaper than h5py's per-dataset lookups.
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            out = []
+            for loc in raw:
+                dtype = np.dtype(loc.dtype)
+                size = int(np.prod(loc.shape)) * dtype.itemsize
+                buf = os.pread(self._fd, size, loc.offset)
+                out.append(np.frombuffer(buf, dtype=dtype).reshape(loc.shape))
+            return tuple(out)
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.path, "r")
+        group = self._file[f"episode_{self.ids[e]}"]
+        return tuple(np.asarray(group[name][()]) for name in _FIELDS)
 
     def __getitem__(self, index: int) -> Batch:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
