@@ -61,10 +61,14 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"base_mb": base, "peak_mb": _rss_mb(), "setup_s": t_setup, "ms_batch": 1e3 * t_load}))
 
 
-def dt_step_ms(steps: int = 10) -> float:
-    """Milliseconds of one default-config DT step (fwd + bwd + clip + AdamW) on the 1x data."""
+def dt_step_ms(steps: int = 6) -> float:
+    """Milliseconds of one default-config DT step (fwd + bwd + clip + AdamW) on the 1x data.
+
+    One thread, like the data cells: the share of a step is then per core.
+    """
     import torch
 
+    torch.set_num_threads(1)
     from lit_seqrl.agents import DecisionAgent
     from lit_seqrl.data import OfflineTrajectoryDataModule
 
