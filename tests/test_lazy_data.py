@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,8 @@ def test_streaming_stats_equal_two_pass_stats(stored):
     obs = np.concatenate([e.observations for e in stored["test/lazy-cont-v0"][2:]]).astype(np.float64)
     np.testing.assert_allclose(mean, obs.mean(0), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(std, obs.std(0), rtol=1e-6)
+    through_h5py = [dataclasses.replace(e, raw=None) for e in lazy.episodes[2:]]
+    np.testing.assert_array_equal(streaming_obs_stats(lazy.path, through_h5py)[0], mean)
     assert [e.length for e in lazy.episodes] == list(LENGTHS)
     assert [e.total_return for e in lazy.episodes] == [
         float(np.sum(e.rewards, dtype=np.float64)) for e in stored["test/lazy-cont-v0"]

@@ -13,9 +13,11 @@ Under DDP every rank reads only the episodes of the windows its sampler hands it
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,37 +120,22 @@ def _hdf5_file(source: str, data_path: Path) -> Path:
 def scan_offline_dataset(source: str) -> LazyOfflineDataset:
     """One pass over the stored rewards: episode ids, lengths and returns, nothing else kept.
 
+    The pass runs in a short-lived forked process where the platform allows: HDF5 keeps what it
+    allocated for every object it opened (tens of MiB per thousand episodes), and that memory
+    then never enters the training process.
+
     Raises DatasetNotFoundError if nothing is stored there, ValueError for a non-hdf5 dataset,
     unsupported spaces or non-finite rewards.
     """
-    import h5py  # minari's hdf5 extra; only lazy mode needs it directly
-
     data_path = _find_data_path(source)
     if data_path is None:
         raise DatasetNotFoundError(_missing_message(source))
     ds = minari.MinariDataset(data_path)
     _check_spaces(source, ds.observation_space, ds.action_space)
     path = _hdf5_file(source, data_path)
-    refs = []
-    with h5py.File(path, "r") as f:
-        # In id order, as minari iterates them (the file's own key order is lexicographic).
-        for episode_id in ds.episode_indices:
-            group = f[f"episode_{episode_id}"]
-            rewards = np.asarray(group["rewards"][()], dtype=np.float32).reshape(-1)
-            if not np.isfinite(rewards).all():
-                step = int(np.argwhere(~np.isfinite(rewards))[0][0])
-                raise ValueError(
-                    f"dataset {source!r}: episode {episode_id} has a non-finite value in rewards (first at step {step})"
-                )
-            raw = tuple(_raw_location(group[name]) for name in _FIELDS)
-            refs.append(
-                EpisodeRef(
-                    int(episode_id),
-                    len(rewards),
-                    float(np.sum(rewards, dtype=np.float64)),
-                    None if None in raw else raw,  # type: ignore[arg-type]
-                )
-            )
+    # In id order, as minari iterates them (the file's own key order is lexicographic).
+    ids = [int(i) for i in ds.episode_indices]
+    refs = _in_child(_scan_file, source, path, ids)
     ref_min, ref_max = _ref_scores(ds)
     return LazyOfflineDataset(
         episodes=refs,  # type: ignore[arg-type]  # refs stand in for episodes: length, total_return, id
@@ -160,6 +147,43 @@ def scan_offline_dataset(source: str) -> LazyOfflineDataset:
         ref_max_score=ref_max,
         path=path,
     )
+
+
+def _scan_file(source: str, path: Path, ids: list[int]) -> list[EpisodeRef]:
+    import h5py  # minari's hdf5 extra; only lazy mode needs it directly
+
+    refs = []
+    with h5py.File(path, "r") as f:
+        for episode_id in ids:
+            group = f[f"episode_{episode_id}"]
+            rewards = np.asarray(group["rewards"][()], dtype=np.float32).reshape(-1)
+            if not np.isfinite(rewards).all():
+                step = int(np.argwhere(~np.isfinite(rewards))[0][0])
+                raise ValueError(
+                    f"dataset {source!r}: episode {episode_id} has a non-finite value in rewards (first at step {step})"
+                )
+            raw = tuple(_raw_location(group[name]) for name in _FIELDS)
+            total = float(np.sum(rewards, dtype=np.float64))
+            refs.append(EpisodeRef(episode_id, len(rewards), total, None if None in raw else raw))  # type: ignore[arg-type]
+    return refs
+
+
+def _in_child(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a forked process (its result pickled back), or here where fork is absent."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return fn(*args)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _read_raw(fd: int, raw: tuple[RawArray, ...]) -> tuple[np.ndarray, ...]:
+    """The arrays at ``raw``'s offsets, one positioned read each (no HDF5 library involved)."""
+    out = []
+    for loc in raw:
+        dtype = np.dtype(loc.dtype)
+        buf = os.pread(fd, int(np.prod(loc.shape)) * dtype.itemsize, loc.offset)
+        out.append(np.frombuffer(buf, dtype=dtype).reshape(loc.shape))
+    return tuple(out)
 
 
 def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.ndarray, np.ndarray]:
@@ -174,9 +198,16 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
     if not episodes:
         raise ValueError("streaming_obs_stats needs at least one episode")
     count, mean, m2 = 0, None, None
-    with h5py.File(path, "r") as f:
+    fd = os.open(path, os.O_RDONLY)
+    f = None  # h5py, opened only for episodes without raw offsets
+    try:
         for ref in episodes:
-            obs = np.asarray(f[f"episode_{ref.id}"]["observations"][: ref.length], dtype=np.float32)
+            if ref.raw is not None:
+                stored = _read_raw(fd, ref.raw[:1])[0]
+            else:
+                f = f if f is not None else h5py.File(path, "r")
+                stored = f[f"episode_{ref.id}"]["observations"][()]
+            obs = np.asarray(stored[: ref.length], dtype=np.float32)
             if not np.isfinite(obs).all():
                 step = int(np.argwhere(~np.isfinite(obs))[0][0])
                 raise ValueError(
@@ -193,6 +224,10 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
             mean = mean + delta * (n_b / total)
             m2 = m2 + m2_b + delta**2 * (count * n_b / total)
             count = total
+    finally:
+        os.close(fd)
+        if f is not None:
+            f.close()
     assert mean is not None and m2 is not None
     std = np.sqrt(m2 / count)
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
@@ -313,13 +348,7 @@ class LazyTrajectoryWindows(Dataset):
             # One positioned read per array: far cheaper than h5py's per-dataset lookups.
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY)
-            out = []
-            for loc in raw:
-                dtype = np.dtype(loc.dtype)
-                size = int(np.prod(loc.shape)) * dtype.itemsize
-                buf = os.pread(self._fd, size, loc.offset)
-                out.append(np.frombuffer(buf, dtype=dtype).reshape(loc.shape))
-            return tuple(out)
+            return _read_raw(self._fd, raw)
         if self._file is None:
             import h5py
 
