@@ -362,36 +362,25 @@ class LazyTrajectoryWindows(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """A whole batch at once, already collated (as TrajectoryWindows.__getitems__)."""
         s = self.starts(indices)  # (B,)
-        k, b = self.context_len, len(s)
+        k = self.context_len
         episode = np.searchsorted(self.ends, s, side="right")  # (B,)
-        obs_dim = None
-        rows: list[tuple[int, ...]] = []
-        for i in range(b):
-            e = int(episode[i])
-            local = int(s[i] - self.begins[e])
-            real = min(int(self.ends[e] - s[i]), k)
-            rows.append((e, local, real))
-        first = self._episode(rows[0][0])
-        obs_dim = first[0].shape[1]
-        obs = np.zeros((b, k, obs_dim), dtype=np.float32)
-        act = (
-            np.zeros((b, k), dtype=np.int64)
-            if self.discrete
-            else np.zeros((b, k, first[1].shape[1]), np.float32)
-        )
-        rtg = np.zeros((b, k), dtype=np.float32)
-        rew = np.zeros((b, k), dtype=np.float32)
-        ts = np.zeros((b, k), dtype=np.int64)
-        mask = np.zeros((b, k), dtype=bool)
-        for i, (e, local, real) in enumerate(rows):
-            e_obs, e_act, e_rtg, e_rew = self._episode(e)
-            span = slice(local, local + real)
-            obs[i, k - real :] = e_obs[span]
-            act[i, k - real :] = e_act[span]
-            rtg[i, k - real :] = e_rtg[span]
-            rew[i, k - real :] = e_rew[span]
-            ts[i, k - real :] = np.arange(local, local + real)
-            mask[i, k - real :] = True
+        # The batch's distinct episodes side by side, then the same gathers as in memory.
+        unique, which = np.unique(episode, return_inverse=True)  # (U,), (B,)
+        parts = [self._episode(int(e)) for e in unique]
+        lengths = np.array([len(p[2]) for p in parts], dtype=np.int64)  # (U,)
+        first_row = (np.cumsum(lengths) - lengths)[which]  # (B,) where each window's episode begins
+        obs_all, act_all, rtg_all, rew_all = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        real = np.minimum(self.ends[episode] - s, k)[:, None]  # (B, 1) rows not padded
+        step = (s - self.begins[episode])[:, None] + np.arange(k)[None, :] - (k - real)  # (B, K)
+        mask = np.arange(k)[None, :] >= (k - real)  # (B, K)
+        rows = np.where(mask, first_row[:, None] + step, 0)  # (B, K) any valid row for padding
+        obs = obs_all[rows]  # (B, K, D)
+        obs[~mask] = 0.0
+        act = act_all[rows]  # (B, K, A) or (B, K)
+        act[~mask] = 0
+        rtg = np.where(mask, rtg_all[rows], np.float32(0.0))  # (B, K)
+        rew = np.where(mask, rew_all[rows], np.float32(0.0))  # (B, K)
+        ts = np.where(mask, step, 0)  # (B, K)
         return {
             "observations": torch.from_numpy(obs),
             "actions": torch.from_numpy(act),
