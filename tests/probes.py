@@ -31,3 +31,48 @@ class WindowRecorder(Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         payload = {"rank": trainer.global_rank, "world_size": trainer.world_size, "windows": self.seen}
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(payload))
+
+
+class EvalRecorder(Callback):
+    """Writes, per rank, the last rollout-evaluation report it logged to ``out_dir/eval<R>.json``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reports = [getattr(cb, "last_report", None) for cb in trainer.callbacks]
+        reports = [r for r in reports if r is not None]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"rank": trainer.global_rank, "reports": reports}
+        (self.out_dir / f"eval{trainer.global_rank}.json").write_text(json.dumps(payload, default=str))
+
+
+class OnlineRecorder(Callback):
+    """Per rank: the collector's seed, a fingerprint of its replay buffer, and one of the weights.
+
+    Written to ``out_dir/online<R>.json`` when training ends (for online Q-learning agents).
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        collector = pl_module._collector
+        replay = hashlib.sha1()
+        for episode in collector.buffer._episodes:
+            replay.update(episode.obs.tobytes() + episode.actions.tobytes())
+        weights = hashlib.sha1()
+        for tensor in pl_module.q_net.state_dict().values():
+            weights.update(tensor.detach().cpu().numpy().tobytes())
+        payload = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "seed": collector.seed,
+            "env_steps": collector.env_steps,
+            "replay": replay.hexdigest(),
+            "replay_size": len(collector.buffer),
+            "weights": weights.hexdigest(),
+            "global_step": trainer.global_step,
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"online{trainer.global_rank}.json").write_text(json.dumps(payload))

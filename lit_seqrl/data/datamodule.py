@@ -12,6 +12,12 @@ from torch.utils.data import DataLoader
 
 from lit_seqrl.data.collect import ensure_dataset
 from lit_seqrl.data.episodes import OfflineDataset, describe_dataset, load_offline_dataset
+from lit_seqrl.data.lazy import (
+    LazyTrajectoryWindows,
+    dataset_bytes,
+    scan_offline_dataset,
+    streaming_obs_stats,
+)
 from lit_seqrl.data.loader import ResumableDataLoader
 from lit_seqrl.data.windows import TrajectoryWindows, collate_windows, observation_stats, split_episodes
 from lit_seqrl.evaluation.scores import reference_for
@@ -36,6 +42,13 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         env_id: environment for evaluation, if the dataset does not name one.
         num_workers: DataLoader workers (0 is fastest for these small in-memory windows).
         seed: sampling and split seed.
+        data_mode: ``"memory"`` loads every episode into RAM; ``"lazy"`` keeps only per-episode
+            offsets and reads windows from the stored HDF5 file on demand (same windows, memory
+            bounded by ``cache_mb``); ``"auto"`` picks lazy when the stored dataset is larger
+            than ``lazy_above_mb``.
+        lazy_above_mb: size on disk above which ``"auto"`` reads lazily.
+        cache_mb: lazy mode's cache of decoded episodes, per process (each DataLoader worker and
+            each DDP rank has its own).
     """
 
     def __init__(
@@ -54,6 +67,9 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         env_id: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        data_mode: str = "auto",
+        lazy_above_mb: float = 1024.0,
+        cache_mb: float = 256.0,
     ) -> None:
         super().__init__()
         if context_len < 1:
@@ -68,10 +84,15 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if data_mode not in ("auto", "memory", "lazy"):
+            raise ValueError(f"data_mode must be 'auto', 'memory' or 'lazy', got {data_mode!r}")
+        if cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         self.save_hyperparameters()
         # Dims are known before any data is generated, so the agent can be configured early.
         self.info = describe_dataset(dataset)
         self.data: OfflineDataset | None = None
+        self.lazy = False  # decided in setup, once the dataset is stored
 
     def prepare_data(self) -> None:
         """Generate a built-in default dataset if it is missing (Lightning runs this on rank 0 only)."""
@@ -81,13 +102,17 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         if self.data is not None:
             return
         hp = self.hparams
-        self.data = load_offline_dataset(hp.dataset)
+        self.lazy = self._reads_lazily()
+        self.data = scan_offline_dataset(hp.dataset) if self.lazy else load_offline_dataset(hp.dataset)
         train_eps, val_eps = split_episodes(self.data.episodes, hp.val_fraction, seed=hp.seed)
         if hp.top_fraction < 1.0:
             n_keep = max(1, round(hp.top_fraction * len(train_eps)))
             train_eps = sorted(train_eps, key=lambda e: e.total_return, reverse=True)[:n_keep]
         self.train_episodes, self.val_episodes = train_eps, val_eps
-        self.obs_mean, self.obs_std = observation_stats(train_eps)  # training episodes only
+        if self.lazy:  # training episodes only, one streaming pass
+            self.obs_mean, self.obs_std = streaming_obs_stats(self.data.path, train_eps)
+        else:
+            self.obs_mean, self.obs_std = observation_stats(train_eps)
         common = dict(
             context_len=hp.context_len,
             gamma=hp.gamma,
@@ -95,13 +120,30 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             reward_scale=hp.reward_scale,
             start_at_episode_start=hp.start_at_episode_start,
         )
-        self.train_set = TrajectoryWindows(
-            train_eps, num_windows=hp.windows_per_epoch, seed=hp.seed, **common
-        )
-        self.val_set = (
-            TrajectoryWindows(val_eps, num_windows=hp.val_windows, seed=hp.seed + 1, **common)
-            if val_eps
-            else None
+        self.train_set = self._windows(train_eps, hp.windows_per_epoch, hp.seed, common)
+        self.val_set = self._windows(val_eps, hp.val_windows, hp.seed + 1, common) if val_eps else None
+
+    def _reads_lazily(self) -> bool:
+        mode = self.hparams.data_mode
+        if mode != "auto":
+            return mode == "lazy"
+        size = dataset_bytes(self.hparams.dataset)
+        return size is not None and size > self.hparams.lazy_above_mb * 2**20
+
+    def _windows(
+        self, episodes: list, num_windows: int, seed: int, common: dict[str, Any]
+    ) -> TrajectoryWindows | LazyTrajectoryWindows:
+        if not self.lazy:
+            return TrajectoryWindows(episodes, num_windows=num_windows, seed=seed, **common)
+        assert self.data is not None
+        return LazyTrajectoryWindows(
+            self.data.path,
+            episodes,
+            num_windows=num_windows,
+            seed=seed,
+            discrete=self.data.discrete,
+            cache_bytes=int(self.hparams.cache_mb * 2**20),
+            **common,
         )
 
     def data_spec(self) -> dict[str, Any]:
@@ -141,7 +183,7 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             "target_returns": [float(best)],  # default; the agent's own target_returns take precedence
         }
 
-    def _loader(self, dataset: TrajectoryWindows) -> DataLoader:
+    def _loader(self, dataset: TrajectoryWindows | LazyTrajectoryWindows) -> DataLoader:
         # Resumable: a run resumed mid-epoch continues the epoch's windows instead of restarting it.
         return ResumableDataLoader(
             dataset,

@@ -20,6 +20,7 @@ __all__ = [
     "TrajectoryWindows",
     "collate_windows",
     "delay_rewards",
+    "draw_steps",
     "observation_stats",
     "returns_to_go",
     "split_episodes",
@@ -158,13 +159,7 @@ class TrajectoryWindows(Dataset):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_windows):
             raise IndexError(f"window index out of range [0, {self.num_windows})")
-        # 1-element arrays, not numpy scalars: array arithmetic wraps silently, scalar math warns.
-        seed = np.array([self.seed % 2**64], dtype=np.uint64)
-        epoch = np.array([self.epoch % 2**64], dtype=np.uint64)
-        key = _splitmix64(_splitmix64(seed) ^ epoch)  # (1,)
-        draws = _splitmix64(key ^ idx.astype(np.uint64))  # (B,) uniform 64-bit
-        # Modulo bias is below num_steps / 2**64: negligible.
-        step = (draws % np.uint64(self.num_steps)).astype(np.int64)
+        step = draw_steps(self.seed, self.epoch, idx, self.num_steps)
         return self.episode_start[step] if self.start_at_episode_start else step
 
     def __getitem__(self, index: int) -> Batch:
@@ -193,6 +188,20 @@ class TrajectoryWindows(Dataset):
             "timesteps": torch.from_numpy(ts),
             "mask": torch.from_numpy(mask),
         }
+
+
+def draw_steps(seed: int, epoch: int, indices: np.ndarray, num_steps: int) -> np.ndarray:
+    """Uniform step draws in [0, num_steps), a pure function of (seed, epoch, index): (B,) -> (B,) int64.
+
+    Shared by the in-memory and the lazy window datasets, so both draw the same windows.
+    """
+    # 1-element arrays, not numpy scalars: array arithmetic wraps silently, scalar math warns.
+    seed_a = np.array([seed % 2**64], dtype=np.uint64)
+    epoch_a = np.array([epoch % 2**64], dtype=np.uint64)
+    key = _splitmix64(_splitmix64(seed_a) ^ epoch_a)  # (1,)
+    draws = _splitmix64(key ^ np.asarray(indices, dtype=np.int64).astype(np.uint64))  # (B,) uniform 64-bit
+    # Modulo bias is below num_steps / 2**64: negligible.
+    return (draws % np.uint64(num_steps)).astype(np.int64)
 
 
 def collate_windows(batch: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor]) -> Batch:

@@ -1,0 +1,391 @@
+"""Offline data larger than memory: windows read on demand from a stored minari HDF5 dataset.
+
+Only per-episode metadata (id, length, return) lives in memory; observations, actions and
+rewards are read from the HDF5 file when a window of their episode is drawn, through a cache of
+whole episodes bounded in bytes. The windows are exactly those of the in-memory
+:class:`~lit_seqrl.data.windows.TrajectoryWindows` for the same episodes and seed: both draw
+start steps with :func:`~lit_seqrl.data.windows.draw_steps`, and a return-to-go at step t only
+depends on the rewards from t to the episode's end, which is what is read here.
+
+Under DDP every rank reads only the episodes of the windows its sampler hands it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import minari
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lit_seqrl.data.episodes import (
+    DatasetNotFoundError,
+    OfflineDataset,
+    _check_spaces,
+    _env_id,
+    _find_data_path,
+    _missing_message,
+    _ref_scores,
+)
+from lit_seqrl.data.windows import Batch, delay_rewards, draw_steps, returns_to_go
+
+__all__ = [
+    "EpisodeRef",
+    "LazyTrajectoryWindows",
+    "dataset_bytes",
+    "scan_offline_dataset",
+    "streaming_obs_stats",
+]
+
+_MAIN_FILE = "main_data.hdf5"
+
+
+_FIELDS = ("observations", "actions", "rewards")
+
+
+@dataclass
+class RawArray:
+    """Where an uncompressed HDF5 array's bytes lie in the file: read with one ``pread``."""
+
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class EpisodeRef:
+    """What is kept in memory of one stored episode: its id, T steps and undiscounted return.
+
+    ``raw`` locates its observations, actions and rewards in the file when HDF5 stores them as
+    one uncompressed block each (minari's default); otherwise (None) they are read through h5py.
+    """
+
+    id: int
+    length: int
+    total_return: float
+    raw: tuple[RawArray, ...] | None = None
+
+
+def _raw_location(dataset: Any) -> RawArray | None:
+    """The byte offset of an HDF5 dataset stored as one unfiltered block, else None."""
+    if dataset.compression or dataset.shuffle or dataset.fletcher32 or dataset.scaleoffset:
+        return None
+    if not dataset.dtype.isnative or dataset.dtype.kind not in "fiub":
+        return None
+    if dataset.chunks is None:
+        offset = dataset.id.get_offset()
+    elif tuple(dataset.chunks) == dataset.shape and dataset.id.get_num_chunks() == 1:
+        info = dataset.id.get_chunk_info(0)
+        offset = None if info.filter_mask else info.byte_offset
+    else:
+        return None
+    if offset is None:
+        return None
+    return RawArray(int(offset), dataset.dtype.str, tuple(dataset.shape))
+
+
+@dataclass
+class LazyOfflineDataset(OfflineDataset):
+    """An :class:`OfflineDataset` whose ``episodes`` are :class:`EpisodeRef` s read from ``path``."""
+
+    path: Path | None = None  # the minari HDF5 file
+
+
+def dataset_bytes(source: str) -> int | None:
+    """Size on disk of the stored dataset ``source`` (None if it is not stored)."""
+    data_path = _find_data_path(source)
+    if data_path is None:
+        return None
+    return sum(f.stat().st_size for f in data_path.iterdir() if f.is_file())
+
+
+def _hdf5_file(source: str, data_path: Path) -> Path:
+    meta = json.loads((data_path / "metadata.json").read_text())
+    fmt = meta.get("data_format", "hdf5")
+    path = data_path / _MAIN_FILE
+    if fmt != "hdf5" or not path.is_file():
+        raise ValueError(f"dataset {source!r}: lazy loading reads minari's hdf5 format, this one is {fmt!r}")
+    return path
+
+
+def scan_offline_dataset(source: str) -> LazyOfflineDataset:
+    """One pass over the stored rewards: episode ids, lengths and returns, nothing else kept.
+
+    The pass runs in a short-lived forked process where the platform allows: HDF5 keeps what it
+    allocated for every object it opened (tens of MiB per thousand episodes), and that memory
+    then never enters the training process.
+
+    Raises DatasetNotFoundError if nothing is stored there, ValueError for a non-hdf5 dataset,
+    unsupported spaces or non-finite rewards.
+    """
+    data_path = _find_data_path(source)
+    if data_path is None:
+        raise DatasetNotFoundError(_missing_message(source))
+    ds = minari.MinariDataset(data_path)
+    _check_spaces(source, ds.observation_space, ds.action_space)
+    path = _hdf5_file(source, data_path)
+    # In id order, as minari iterates them (the file's own key order is lexicographic).
+    ids = [int(i) for i in ds.episode_indices]
+    refs = _in_child(_scan_file, source, path, ids)
+    ref_min, ref_max = _ref_scores(ds)
+    return LazyOfflineDataset(
+        episodes=refs,  # type: ignore[arg-type]  # refs stand in for episodes: length, total_return, id
+        dataset_id=ds.id,
+        env_id=_env_id(ds),
+        observation_space=ds.observation_space,
+        action_space=ds.action_space,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        path=path,
+    )
+
+
+def _scan_file(source: str, path: Path, ids: list[int]) -> list[EpisodeRef]:
+    import h5py  # minari's hdf5 extra; only lazy mode needs it directly
+
+    refs = []
+    with h5py.File(path, "r") as f:
+        for episode_id in ids:
+            group = f[f"episode_{episode_id}"]
+            rewards = np.asarray(group["rewards"][()], dtype=np.float32).reshape(-1)
+            if not np.isfinite(rewards).all():
+                step = int(np.argwhere(~np.isfinite(rewards))[0][0])
+                raise ValueError(
+                    f"dataset {source!r}: episode {episode_id} has a non-finite value in rewards (first at step {step})"
+                )
+            raw = tuple(_raw_location(group[name]) for name in _FIELDS)
+            total = float(np.sum(rewards, dtype=np.float64))
+            refs.append(EpisodeRef(episode_id, len(rewards), total, None if None in raw else raw))  # type: ignore[arg-type]
+    return refs
+
+
+def _in_child(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a forked process (its result pickled back), or here where fork is absent."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return fn(*args)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _read_raw(fd: int, raw: tuple[RawArray, ...]) -> tuple[np.ndarray, ...]:
+    """The arrays at ``raw``'s offsets, one positioned read each (no HDF5 library involved)."""
+    out = []
+    for loc in raw:
+        dtype = np.dtype(loc.dtype)
+        buf = os.pread(fd, int(np.prod(loc.shape)) * dtype.itemsize, loc.offset)
+        out.append(np.frombuffer(buf, dtype=dtype).reshape(loc.shape))
+    return tuple(out)
+
+
+def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over every step of ``episodes``, one episode in memory at a time.
+
+    Merges per-episode (count, mean, M2) with Chan et al.'s parallel update in float64, so it
+    agrees with the two-pass in-memory statistics to float32 precision. Each (obs_dim,) float32;
+    the std is floored at 1e-6 as in ``observation_stats``.
+    """
+    import h5py
+
+    if not episodes:
+        raise ValueError("streaming_obs_stats needs at least one episode")
+    count, mean, m2 = 0, None, None
+    fd = os.open(path, os.O_RDONLY)
+    f = None  # h5py, opened only for episodes without raw offsets
+    try:
+        for ref in episodes:
+            if ref.raw is not None:
+                stored = _read_raw(fd, ref.raw[:1])[0]
+            else:
+                f = f if f is not None else h5py.File(path, "r")
+                stored = f[f"episode_{ref.id}"]["observations"][()]
+            obs = np.asarray(stored[: ref.length], dtype=np.float32)
+            if not np.isfinite(obs).all():
+                step = int(np.argwhere(~np.isfinite(obs))[0][0])
+                raise ValueError(
+                    f"episode {ref.id} has a non-finite value in observations (first at step {step})"
+                )
+            x = obs.astype(np.float64)
+            n_b, mean_b = len(x), x.mean(axis=0)
+            m2_b = ((x - mean_b) ** 2).sum(axis=0)
+            if mean is None:
+                count, mean, m2 = n_b, mean_b, m2_b
+                continue
+            total = count + n_b
+            delta = mean_b - mean
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta**2 * (count * n_b / total)
+            count = total
+    finally:
+        os.close(fd)
+        if f is not None:
+            f.close()
+    assert mean is not None and m2 is not None
+    std = np.sqrt(m2 / count)
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+class LazyTrajectoryWindows(Dataset):
+    """The windows of :class:`~lit_seqrl.data.windows.TrajectoryWindows`, read on demand.
+
+    Same items, same draws for the same ``(seed, epoch, index)``; memory is the per-episode
+    offsets plus at most ``cache_bytes`` of decoded episodes (least recently used go first).
+    The HDF5 file is opened per process on first use, so DataLoader workers each open their own.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        episodes: Sequence[EpisodeRef],
+        context_len: int,
+        num_windows: int,
+        *,
+        discrete: bool,
+        gamma: float = 1.0,
+        delayed_reward: bool = False,
+        reward_scale: float = 1.0,
+        seed: int = 0,
+        start_at_episode_start: bool = False,
+        cache_bytes: int = 64 * 2**20,
+    ) -> None:
+        if context_len < 1:
+            raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
+        if num_windows < 1:
+            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
+        if not episodes or sum(ep.length for ep in episodes) == 0:
+            raise ValueError("LazyTrajectoryWindows needs at least one non-empty episode")
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        self.path = Path(path)
+        self.context_len, self.num_windows, self.seed = context_len, num_windows, seed
+        self.discrete, self.gamma, self.delayed_reward = discrete, gamma, delayed_reward
+        self.reward_scale = np.float32(reward_scale)
+        self.start_at_episode_start = start_at_episode_start
+        self.cache_bytes = cache_bytes
+        self.epoch = 0
+        self.ids = np.array([ep.id for ep in episodes], dtype=np.int64)  # (E,)
+        self.raw = [getattr(ep, "raw", None) for ep in episodes]  # byte offsets, or None: use h5py
+        lengths = np.array([ep.length for ep in episodes], dtype=np.int64)  # (E,)
+        self.ends = np.cumsum(lengths)  # (E,) one past each episode's last global step
+        self.begins = self.ends - lengths  # (E,)
+        self.num_steps = int(self.ends[-1])
+        self._file: Any = None
+        self._fd: int | None = None
+        self._pid: int | None = None
+        self._cache: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
+        self._cached_bytes = 0
+        self.reads = 0  # episodes read from the file (cache misses), for tests and benchmarks
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a fresh set of windows (call once per epoch, like DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:  # a worker gets no open handle and an empty cache
+        state = dict(self.__dict__)
+        state.update(_file=None, _fd=None, _pid=None, _cache=OrderedDict(), _cached_bytes=0)
+        return state
+
+    def starts(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """First real step (global index) of the windows ``indices`` (B,) -> (B,) int64."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_windows):
+            raise IndexError(f"window index out of range [0, {self.num_windows})")
+        step = draw_steps(self.seed, self.epoch, idx, self.num_steps)
+        if self.start_at_episode_start:
+            return self.begins[np.searchsorted(self.ends, step, side="right")]
+        return step
+
+    def _episode(self, e: int) -> tuple[np.ndarray, ...]:
+        """(observations (T, D) f32, actions, returns-to-go (T,) f32, rewards (T,) f32) of episode e."""
+        hit = self._cache.get(e)
+        if hit is not None:
+            self._cache.move_to_end(e)
+            return hit
+        n = int(self.ends[e] - self.begins[e])
+        obs_all, raw_act, rewards = self._read(e)
+        obs = np.asarray(obs_all[:n], dtype=np.float32)
+        raw_act = raw_act[:n]
+        act = (
+            raw_act.astype(np.int64).reshape(n)
+            if self.discrete
+            else raw_act.astype(np.float32).reshape(n, -1)
+        )
+        rewards = np.asarray(rewards[:n], dtype=np.float32).reshape(n)
+        if self.delayed_reward:
+            rewards = delay_rewards(rewards)
+        # The same arithmetic as TrajectoryWindows, so the values agree bit for bit.
+        rtg = returns_to_go(rewards, self.gamma) * self.reward_scale
+        rew = rewards.astype(np.float32) * self.reward_scale
+        item = (obs, act, rtg, rew)
+        self.reads += 1
+        size = sum(a.nbytes for a in item)
+        if size <= self.cache_bytes:
+            self._cache[e] = item
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= sum(a.nbytes for a in old)
+        return item
+
+    def _read(self, e: int) -> tuple[np.ndarray, ...]:
+        """Stored observations (T+1 rows), actions and rewards of episode e, as stored."""
+        if self._pid != os.getpid():  # first use in this process (a forked worker included)
+            self._file = self._fd = None
+            self._pid = os.getpid()
+        raw = self.raw[e]
+        if raw is not None:
+            # One positioned read per array: far cheaper than h5py's per-dataset lookups.
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            return _read_raw(self._fd, raw)
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.path, "r")
+        group = self._file[f"episode_{self.ids[e]}"]
+        return tuple(np.asarray(group[name][()]) for name in _FIELDS)
+
+    def __getitem__(self, index: int) -> Batch:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """A whole batch at once, already collated (as TrajectoryWindows.__getitems__)."""
+        s = self.starts(indices)  # (B,)
+        k = self.context_len
+        episode = np.searchsorted(self.ends, s, side="right")  # (B,)
+        # The batch's distinct episodes side by side, then the same gathers as in memory.
+        unique, which = np.unique(episode, return_inverse=True)  # (U,), (B,)
+        parts = [self._episode(int(e)) for e in unique]
+        lengths = np.array([len(p[2]) for p in parts], dtype=np.int64)  # (U,)
+        first_row = (np.cumsum(lengths) - lengths)[which]  # (B,) where each window's episode begins
+        obs_all, act_all, rtg_all, rew_all = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        real = np.minimum(self.ends[episode] - s, k)[:, None]  # (B, 1) rows not padded
+        step = (s - self.begins[episode])[:, None] + np.arange(k)[None, :] - (k - real)  # (B, K)
+        mask = np.arange(k)[None, :] >= (k - real)  # (B, K)
+        rows = np.where(mask, first_row[:, None] + step, 0)  # (B, K) any valid row for padding
+        obs = obs_all[rows]  # (B, K, D)
+        obs[~mask] = 0.0
+        act = act_all[rows]  # (B, K, A) or (B, K)
+        act[~mask] = 0
+        rtg = np.where(mask, rtg_all[rows], np.float32(0.0))  # (B, K)
+        rew = np.where(mask, rew_all[rows], np.float32(0.0))  # (B, K)
+        ts = np.where(mask, step, 0)  # (B, K)
+        return {
+            "observations": torch.from_numpy(obs),
+            "actions": torch.from_numpy(act),
+            "returns_to_go": torch.from_numpy(rtg[..., None]),
+            "rewards": torch.from_numpy(rew[..., None]),
+            "timesteps": torch.from_numpy(ts),
+            "mask": torch.from_numpy(mask),
+        }

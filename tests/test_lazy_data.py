@@ -1,0 +1,183 @@
+"""Lazy offline data: windows read from the stored HDF5 file equal the in-memory ones, memory is bounded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from lit_seqrl.data import OfflineTrajectoryDataModule
+from lit_seqrl.data.episodes import Episode, load_offline_dataset
+from lit_seqrl.data.lazy import LazyTrajectoryWindows, scan_offline_dataset, streaming_obs_stats
+from lit_seqrl.data.store import write_dataset
+from lit_seqrl.data.windows import TrajectoryWindows
+
+# Some shorter than K (padded windows); more than 10, so id order differs from the file's name order.
+LENGTHS = (3, 17, 9, 1, 30, 12, 6, 25, 4, 14, 8, 19)
+
+
+def _episodes(discrete: bool) -> list[Episode]:
+    rng = np.random.default_rng(5)
+    obs_dim = 4 if discrete else 3
+    out = []
+    for i, n in enumerate(LENGTHS):
+        actions = (
+            rng.integers(0, 2, n).astype(np.int64)
+            if discrete
+            else rng.uniform(-2, 2, (n, 1)).astype(np.float32)
+        )
+        out.append(
+            Episode(
+                observations=rng.standard_normal((n, obs_dim)).astype(np.float32) * 3 + i,
+                actions=actions,
+                rewards=rng.standard_normal(n).astype(np.float32),
+                terminated=bool(i % 2),
+                truncated=not i % 2,
+                id=i,
+                final_observation=rng.standard_normal(obs_dim).astype(np.float32),
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A continuous (Pendulum-shaped) and a discrete (CartPole-shaped) dataset, plus their episodes."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("datasets")))
+        cont, disc = _episodes(False), _episodes(True)
+        write_dataset("test/lazy-cont-v0", cont, "Pendulum-v1")
+        write_dataset("test/lazy-disc-v0", disc, "CartPole-v1")
+        yield {"test/lazy-cont-v0": cont, "test/lazy-disc-v0": disc}
+
+
+def _pair(dataset_id, **kwargs):
+    memory = load_offline_dataset(dataset_id)
+    lazy = scan_offline_dataset(dataset_id)
+    cache = kwargs.pop("cache_bytes", 2**20)
+    common = dict(context_len=5, num_windows=64, seed=11, **kwargs)
+    return (
+        TrajectoryWindows(memory.episodes, **common),
+        LazyTrajectoryWindows(lazy.path, lazy.episodes, discrete=lazy.discrete, cache_bytes=cache, **common),
+    )
+
+
+@pytest.mark.parametrize("dataset_id", ["test/lazy-cont-v0", "test/lazy-disc-v0"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"gamma": 0.9, "reward_scale": 0.01},
+        {"delayed_reward": True},
+        {"start_at_episode_start": True, "cache_bytes": 0},
+    ],
+)
+def test_lazy_windows_equal_in_memory_windows(stored, dataset_id, options):
+    memory, lazy = _pair(dataset_id, **options)
+    for epoch in (0, 3):
+        memory.set_epoch(epoch)
+        lazy.set_epoch(epoch)
+        indices = list(range(64))
+        a, b = memory.__getitems__(indices), lazy.__getitems__(indices)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+            assert torch.equal(a[key], b[key]), key
+        single = lazy[7]
+        assert all(torch.equal(single[k], b[k][7]) for k in b)
+
+
+def test_lazy_windows_match_the_raw_episodes(stored):
+    """Independent of the in-memory code: each window is the stored slice, RTG the plain suffix sum."""
+    episodes = stored["test/lazy-cont-v0"]
+    _, lazy = _pair("test/lazy-cont-v0", gamma=0.9)
+    batch = lazy.__getitems__(range(64))
+    for i in range(64):
+        mask = batch["mask"][i].numpy()
+        real = int(mask.sum())
+        assert mask[-real:].all() and not mask[:-real].any()  # left-padded
+        obs = batch["observations"][i].numpy()
+        assert not obs[~mask].any()
+        t0 = int(batch["timesteps"][i][-real])
+        ep = next(e for e in episodes if e.length > t0 and np.array_equal(e.observations[t0], obs[-real]))
+        np.testing.assert_array_equal(obs[-real:], ep.observations[t0 : t0 + real])
+        for j in range(real):
+            t = t0 + j
+            expected = sum(0.9**k * float(r) for k, r in enumerate(ep.rewards[t:]))
+            assert batch["returns_to_go"][i, -real + j, 0].item() == pytest.approx(
+                expected, rel=1e-5, abs=1e-5
+            )
+
+
+def test_cache_stays_within_its_bound(stored):
+    episode_bytes = max(LENGTHS) * (3 + 1 + 1 + 1) * 4  # the longest episode's obs, action, rtg, reward
+    _, lazy = _pair("test/lazy-cont-v0", cache_bytes=2 * episode_bytes)
+    for epoch in range(5):
+        lazy.set_epoch(epoch)
+        lazy.__getitems__(range(64))
+        assert 0 < lazy._cached_bytes <= 2 * episode_bytes
+    assert lazy.reads > len(LENGTHS)  # evicted episodes were read again
+
+
+def test_each_rank_reads_only_the_episodes_it_samples(stored):
+    memory, _ = _pair("test/lazy-cont-v0")
+    ends = np.cumsum(LENGTHS)  # independent: the episode of a global step
+    for rank in (0, 1):
+        _, lazy = _pair("test/lazy-cont-v0", cache_bytes=0)
+        indices = list(DistributedSampler(lazy, num_replicas=2, rank=rank, shuffle=False))
+        seen: list[int] = []
+        original = lazy._episode
+        lazy._episode = lambda e, _orig=original, _seen=seen: _seen.append(e) or _orig(e)  # type: ignore[method-assign]
+        lazy.__getitems__(indices)
+        starts = memory.starts(indices)
+        expected = {int(np.searchsorted(ends, s, side="right")) for s in starts}
+        assert set(seen) == expected
+
+
+def test_streaming_stats_equal_two_pass_stats(stored):
+    lazy = scan_offline_dataset("test/lazy-cont-v0")
+    mean, std = streaming_obs_stats(lazy.path, lazy.episodes[2:])
+    obs = np.concatenate([e.observations for e in stored["test/lazy-cont-v0"][2:]]).astype(np.float64)
+    np.testing.assert_allclose(mean, obs.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(std, obs.std(0), rtol=1e-6)
+    through_h5py = [dataclasses.replace(e, raw=None) for e in lazy.episodes[2:]]
+    np.testing.assert_array_equal(streaming_obs_stats(lazy.path, through_h5py)[0], mean)
+    assert [e.length for e in lazy.episodes] == list(LENGTHS)
+    assert [e.total_return for e in lazy.episodes] == [
+        float(np.sum(e.rewards, dtype=np.float64)) for e in stored["test/lazy-cont-v0"]
+    ]
+
+
+def test_datamodule_lazy_mode_matches_memory_mode(stored):
+    kwargs = dict(context_len=4, batch_size=8, windows_per_epoch=32, val_windows=8, val_fraction=0.25)
+    memory = OfflineTrajectoryDataModule("test/lazy-cont-v0", data_mode="memory", **kwargs)
+    lazy = OfflineTrajectoryDataModule("test/lazy-cont-v0", data_mode="lazy", cache_mb=0.001, **kwargs)
+    auto = OfflineTrajectoryDataModule("test/lazy-cont-v0", lazy_above_mb=0.0, **kwargs)
+    small = OfflineTrajectoryDataModule("test/lazy-cont-v0", **kwargs)
+    for dm in (memory, lazy, auto, small):
+        dm.setup("fit")
+    assert (memory.lazy, lazy.lazy, auto.lazy, small.lazy) == (False, True, True, False)
+    assert isinstance(lazy.train_set, LazyTrajectoryWindows)
+    assert memory.data_spec() == lazy.data_spec()
+    np.testing.assert_allclose(lazy.obs_mean, memory.obs_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lazy.obs_std, memory.obs_std, rtol=1e-6)
+    for loader in ("train_dataloader", "val_dataloader"):
+        for a, b in zip(getattr(memory, loader)(), getattr(lazy, loader)(), strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_data_mode_is_rejected():
+    with pytest.raises(ValueError, match="data_mode"):
+        OfflineTrajectoryDataModule("test/lazy-cont-v0", data_mode="disk")
+
+
+def test_h5py_fallback_reads_the_same_windows(stored):
+    """Arrays HDF5 does not store as one raw block are read through h5py: same windows."""
+    memory, lazy = _pair("test/lazy-disc-v0", cache_bytes=0)
+    assert all(raw is not None for raw in lazy.raw)  # minari's layout takes the positioned reads
+    lazy.raw = [None] * len(lazy.raw)
+    a, b = memory.__getitems__(range(64)), lazy.__getitems__(range(64))
+    assert all(torch.equal(a[k], b[k]) for k in a)
