@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from lit_seqrl import registry
 from lit_seqrl.agents.base import load_agent
 from lit_seqrl.agents.dtqn import DTQNAgent, double_dqn_targets, intermediate_q_loss
 from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
-from lit_seqrl.registry import list_backbones, register_backbone
+from lit_seqrl.registry import list_backbones
 
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
 BACKBONES = {
@@ -27,12 +28,14 @@ BACKBONES = {
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Tiny networks: a second thread only adds synchronisation cost.
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     if "dtqn_transformer" not in list_backbones():  # until its entry point is installed
-        register_backbone("dtqn_transformer")(DTQNTransformer)
+        # setitem: monkeypatch removes the name again after the test, so no other test sees it
+        entry = registry.BackboneEntry("dtqn_transformer", DTQNTransformer, "<in-process>")
+        monkeypatch.setitem(registry._registered, "dtqn_transformer", entry)
     yield
     torch.set_num_threads(n)
 
@@ -91,6 +94,100 @@ def test_loss_through_the_network_ignores_right_padding() -> None:
     loss.backward()
     per_step = obs.grad.abs().sum(-1)  # (B L)
     assert (per_step[mask] > 0).all() and (per_step[~mask] == 0).all()
+
+
+# ---------------------------------------------------------------- the training step, wired
+class LinearQ(torch.nn.Module):
+    """A stand-in Q-network: ``Q(o) = o @ W`` at every position, so a test sets Q-values directly."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight.clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs @ self.weight
+
+
+def wired_agent(gamma: float = 0.9) -> DTQNAgent:
+    """An agent whose online and target networks are :class:`LinearQ` with known weights."""
+    agent = tiny_agent("dtqn", gamma=gamma)
+    D, A = agent.obs_dim, agent.n_actions
+    online = torch.zeros(D, A)
+    online[:A] = torch.eye(A)  # Q_online(o) = o[:A]
+    target = torch.zeros(D, A)
+    target[:A] = torch.eye(A).flip(0) * 10.0  # Q_target(o)[a] = 10 * o[A - 1 - a]
+    agent.q_net, agent.target_net = LinearQ(online), LinearQ(target)
+    return agent
+
+
+def wired_batch(agent: DTQNAgent) -> dict[str, torch.Tensor]:
+    """Two windows of 3 steps (the second padded after 2); one terminal step; every next
+    observation's online argmax differs both from its target argmax and from the current
+    observation's online argmax."""
+    D, A = agent.obs_dim, agent.n_actions
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, 3, D, generator=g)
+    next_obs = torch.rand(2, 3, D, generator=g)
+    for b in range(2):
+        for t in range(3):
+            best = (b + t) % A
+            next_obs[b, t, :A] = torch.arange(A, dtype=torch.float32) * 0.1
+            next_obs[b, t, best] = 1.0  # online argmax on the next observation: `best`
+            obs[b, t, :A] = 0.0
+            obs[b, t, (best + 1) % A] = 1.0  # online argmax on the current one: another action
+    return {
+        "obs": obs,
+        "next_obs": next_obs,
+        "actions": torch.tensor([[0, 1, 2], [3, 0, 0]]) % A,
+        "rewards": torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.25, 0.0]]),
+        "dones": torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]),
+        "mask": torch.tensor([[True, True, True], [True, True, False]]),
+    }
+
+
+def reference_loss(agent: DTQNAgent, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The paper's loss written out position by position, from the two networks' weights."""
+    w_online, w_target = agent.q_net.weight.detach(), agent.target_net.weight.detach()
+    gamma = agent.hparams.gamma
+    errors = []
+    for b in range(batch["obs"].shape[0]):
+        for t in range(batch["obs"].shape[1]):
+            if not batch["mask"][b, t]:
+                continue
+            q = batch["obs"][b, t] @ w_online
+            q_next_online = batch["next_obs"][b, t] @ w_online
+            q_next_target = batch["next_obs"][b, t] @ w_target
+            a_star = int(torch.argmax(q_next_online))  # Double DQN: chosen online, valued by target
+            bootstrap = 0.0 if batch["dones"][b, t] else gamma * float(q_next_target[a_star])
+            y = float(batch["rewards"][b, t]) + bootstrap
+            errors.append((float(q[batch["actions"][b, t]]) - y) ** 2)
+    return torch.tensor(sum(errors) / len(errors))
+
+
+def test_training_step_loss_matches_the_paper_position_by_position() -> None:
+    agent = wired_agent()
+    batch = wired_batch(agent)
+    A = agent.n_actions
+    q_next = batch["next_obs"][..., :A]
+    assert (q_next.argmax(-1) != q_next.flip(-1).argmax(-1)).all(), "online and target argmax differ"
+    assert (q_next.argmax(-1) != batch["obs"][..., :A].argmax(-1)).all(), "next vs current argmax differ"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        loss = agent.training_step(batch, 0)
+    torch.testing.assert_close(loss, reference_loss(agent, batch))
+
+
+def test_training_step_gradient_reaches_every_real_position() -> None:
+    agent = wired_agent()
+    batch = wired_batch(agent)
+    batch["obs"].requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent.training_step(batch, 0).backward()
+    per_step = batch["obs"].grad.abs().sum(-1)  # (B L)
+    assert (per_step[batch["mask"]] > 0).all(), "every real position, not only the last, is trained"
+    assert (per_step[~batch["mask"]] == 0).all(), "padding is not trained"
+    assert agent.target_net.weight.grad is None, "no gradient through the target"
 
 
 # ---------------------------------------------------------------- acting
@@ -156,7 +253,7 @@ def test_short_fit(kind: str) -> None:
     assert agent.epsilon() == pytest.approx(0.1)
     report = agent.evaluate_policy(episodes=3, num_envs=2, seed=0)
     json.dumps(report)
-    assert report["episodes"] == 3 and report["mode"] == ("markov" if kind == "dqn" else "recurrent")
+    assert report["episodes"] == 3 and report["mode"] == ("markov" if kind == "dqn" else "window")
     row = report["results"][0]
     assert {"return_mean", "return_std", "length_mean", "success_rate"} <= row.keys()
     assert 0.0 <= row["success_rate"] <= 1.0
