@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import gymnasium as gym
 import lightning as L
 import numpy as np
 import pytest
@@ -312,3 +313,57 @@ def test_configs_fit_through_the_cli(config: str, tmp_path: Path) -> None:
                 "--model.init_args.eval_episodes=1",
             ]
         )
+
+
+# ---------------------------------------------------------------- the success flag
+class FlagEnv(gym.Env):
+    """One-step episodes whose ``is_success`` disagrees with the sign of the return.
+
+    Episode ``k`` (the reset seed when one is given, else a running count) succeeds iff
+    ``k % 4 == 0``, and then pays ``-1``; failures pay ``+1``. So the success rate is 1/4 and
+    neither ``1 - rate`` (an inverted flag) nor ``return > 0`` (a flag ignored) gives it.
+    """
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.k = -1
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.k = seed if seed is not None else self.k + 1
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        success = self.k % 4 == 0
+        return np.zeros(2, dtype=np.float32), (-1.0 if success else 1.0), True, False, {"is_success": success}
+
+
+@pytest.fixture
+def flag_env() -> Iterator[str]:
+    env_id = "lit_seqrl_test/Flag-v0"
+    gym.register(id=env_id, entry_point=FlagEnv)
+    yield env_id
+    del gym.registry[env_id]
+
+
+def test_evaluation_reports_the_envs_success_flag(flag_env: str) -> None:
+    agent = tiny_agent("dqn", env_id=flag_env)
+    row = agent.evaluate_policy(episodes=8, num_envs=3, seed=0)["results"][0]  # seeds 0..7
+    assert row["success_rate"] == pytest.approx(0.25)
+    assert row["return_mean"] == pytest.approx(0.5)
+
+
+def test_online_collector_reports_the_envs_success_flag(flag_env: str) -> None:
+    from lit_seqrl.data.online import EnvCollector
+    from lit_seqrl.data.replay import EpisodicReplay
+
+    buffer = EpisodicReplay(100, obs_dim=2, seed=0)
+    collector = EnvCollector(lambda: gym.make(flag_env), 1, buffer, seed=0)
+    agent_actor = tiny_agent("dqn", env_id=flag_env).make_actor()
+    for _ in range(8):  # episodes 0..7
+        collector.step(agent_actor, epsilon=0.0)
+    stats = collector.pop_finished()
+    assert [s["success"] for s in stats] == [1.0, 0.0, 0.0, 0.0] * 2
+    assert [s["return"] for s in stats] == [-1.0, 1.0, 1.0, 1.0] * 2
