@@ -367,3 +367,100 @@ def test_online_collector_reports_the_envs_success_flag(flag_env: str) -> None:
     stats = collector.pop_finished()
     assert [s["success"] for s in stats] == [1.0, 0.0, 0.0, 0.0] * 2
     assert [s["return"] for s in stats] == [-1.0, 1.0, 1.0, 1.0] * 2
+
+
+# ---------------------------------------------------------------- the paper's block, from its equations
+def _layer_norm(x: torch.Tensor, ln: torch.nn.LayerNorm) -> torch.Tensor:
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+
+
+def _causal_attention(
+    x: torch.Tensor, qkv: torch.nn.Linear, proj: torch.nn.Linear, heads: int
+) -> torch.Tensor:
+    L, D = x.shape
+    hd = D // heads
+    q, k, v = (x @ qkv.weight.T + qkv.bias).split(D, dim=-1)
+    out = []
+    for h in range(heads):
+        s = slice(h * hd, (h + 1) * hd)
+        scores = q[:, s] @ k[:, s].T / hd**0.5
+        scores = scores.masked_fill(torch.ones(L, L).triu(1).bool(), float("-inf"))
+        out.append(torch.softmax(scores, dim=-1) @ v[:, s])
+    return torch.cat(out, dim=-1) @ proj.weight.T + proj.bias
+
+
+def _gru_gate(x: torch.Tensor, y: torch.Tensor, gate) -> torch.Tensor:
+    D = x.shape[-1]
+    W, b = gate.w.weight, gate.w.bias
+    U_rz, U_g = gate.u_rz.weight, gate.u_g.weight
+    r = torch.sigmoid(y @ W[:D].T + b[:D] + x @ U_rz[:D].T)
+    z = torch.sigmoid(y @ W[D : 2 * D].T + b[D : 2 * D] + x @ U_rz[D:].T)
+    h = torch.tanh(y @ W[2 * D :].T + b[2 * D :] + (r * x) @ U_g.T)
+    return (1 - z) * x + z * h
+
+
+def reference_dtqn(net: DTQNTransformer, x: torch.Tensor, gate: str, identity: bool) -> torch.Tensor:
+    """The official layer: ReLU on both sub-layer outputs, then the combine; post-LN unless
+    identity-map reordering; a final LayerNorm in both variants. ``x (L, D)``."""
+    for block in net.blocks:
+        lin1, lin2 = block.ff[0], block.ff[2]
+
+        def combine(x, y, which):
+            return x + y if gate == "residual" else _gru_gate(x, y, which)
+
+        def ff(u, lin1=lin1, lin2=lin2):
+            return torch.relu(u @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias
+
+        if identity:
+            a = _causal_attention(_layer_norm(x, block.ln1), block.attn.qkv, block.attn.proj, net.n_heads)
+            x = combine(x, torch.relu(a), block.combine1)
+            x = combine(x, torch.relu(ff(_layer_norm(x, block.ln2))), block.combine2)
+        else:
+            a = _causal_attention(x, block.attn.qkv, block.attn.proj, net.n_heads)
+            x = _layer_norm(combine(x, torch.relu(a), block.combine1), block.ln1)
+            x = _layer_norm(combine(x, torch.relu(ff(x)), block.combine2), block.ln2)
+    return _layer_norm(x, net.ln_f)
+
+
+@pytest.mark.parametrize("gate", ["residual", "gru"])
+@pytest.mark.parametrize("identity", [False, True])
+def test_dtqn_block_matches_the_official_layer_equations(gate: str, identity: bool) -> None:
+    torch.manual_seed(0)
+    net = DTQNTransformer(
+        d_model=16, n_layers=2, n_heads=2, gate=gate, identity_map_reordering=identity
+    ).eval()
+    with torch.no_grad():  # away from the initialisation, so every term matters
+        for p in net.parameters():
+            p.normal_(0.0, 0.5)
+    x = torch.randn(2, 7, 16)
+    y = net(x)
+    for b in range(2):
+        torch.testing.assert_close(y[b], reference_dtqn(net, x[b], gate, identity), rtol=1e-4, atol=1e-5)
+    state = net.init_state(2)
+    for t in range(7):  # the cached step computes the same block
+        y_t, state = net.step(x[:, t], state)
+        torch.testing.assert_close(y_t, y[:, t], rtol=1e-4, atol=1e-5)
+
+
+def test_initialisation_as_the_official_network() -> None:
+    torch.manual_seed(0)
+    agent = tiny_agent(
+        "dtqn",
+        backbone={"name": "dtqn_transformer", "d_model": 64, "n_layers": 2, "n_heads": 4, "gate": "gru"},
+    )
+    net = agent.q_net
+    assert net.pos is not None and bool((net.pos.weight == 0).all()), "positions start at zero"
+    net.requires_grad_(False)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert net.embed in linears and net.head[0] in linears and net.head[2] in linears
+    for m in linears:
+        assert abs(float(m.weight.std()) - 0.02) < 0.004, m
+    gates = [m for m in net.modules() if type(m).__name__ == "GRUGate"]
+    assert len(gates) == 4
+    for g in gates:
+        D = g.d_model
+        assert bool((g.w.bias[D : 2 * D] == -2.0).all()) and float(g.w.bias[:D].abs().sum()) == 0.0
+    other_biases = [m.bias for m in linears if m.bias is not None and all(m is not g.w for g in gates)]
+    assert all(float(b.abs().sum()) == 0.0 for b in other_biases)
