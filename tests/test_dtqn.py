@@ -17,6 +17,7 @@ from lit_seqrl import registry
 from lit_seqrl.agents.base import load_agent
 from lit_seqrl.agents.dtqn import DTQNAgent, double_dqn_targets, intermediate_q_loss
 from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
+from lit_seqrl.cli import run_evaluate
 from lit_seqrl.registry import list_backbones
 
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
@@ -464,3 +465,30 @@ def test_initialisation_as_the_official_network() -> None:
         assert bool((g.w.bias[D : 2 * D] == -2.0).all()) and float(g.w.bias[:D].abs().sum()) == 0.0
     other_biases = [m.bias for m in linears if m.bias is not None and all(m is not g.w for g in gates)]
     assert all(float(b.abs().sum()) == 0.0 for b in other_biases)
+
+
+def test_readme_commands_fit_then_evaluate_last_ckpt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's two commands, as written, from a fresh directory."""
+    from lit_seqrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "drqn_heavenhell.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(
+            [
+                "fit",
+                "--config",
+                str(config),
+                "--trainer.max_steps=4",
+                "--trainer.enable_progress_bar=false",
+                "--model.init_args.learning_starts=20",
+                "--model.init_args.batches_per_epoch=2",
+                "--model.init_args.eval_episodes=1",
+            ]
+        )
+        ckpt = Path("lightning_logs/version_0/checkpoints/last.ckpt")
+        assert ckpt.is_file()
+        report = run_evaluate(["--ckpt_path", str(ckpt), "--episodes", "3", "--num_envs", "2"])
+    assert report["episodes"] == 3 and report["mode"] == "recurrent"
+    assert report["env_id"] == "lit_seqrl/HeavenHell-v0"
