@@ -6,14 +6,16 @@ Q-value head at *every* position of the history.
 
 :class:`HistoryActor` keeps the per-environment history for acting, in one of three modes:
 
+* ``"window"`` (the agent's default, as in the DTQN paper) — re-encode the last ``K =
+  context_len`` observations with ``forward`` at every step: exactly what the training windows
+  look like, with the current weights.
 * ``"recurrent"`` — carry the backbone state with ``step`` (hidden state, KV cache...), one token
-  per environment step. The history is capped at ``K = context_len`` tokens, as in training:
-  when a row's state holds ``K`` tokens it is rebuilt from that row's last ``K // 2``
-  observations (positions ``0..``), so each env step costs amortised O(1) backbone steps, and
-  the history seen is always ``K // 2 .. K`` observations, all inside the training distribution
-  (training windows start anywhere in an episode).
-* ``"window"`` — re-encode the last ``K`` observations with ``forward`` every step (what
-  training windows look like; for backbones without ``step``).
+  per environment step. The history is capped at ``K`` tokens, as in training: when a row's
+  state holds ``K`` tokens it is rebuilt from that row's last ``K // 2`` observations (positions
+  ``0..``), so each env step costs amortised O(1) backbone steps, and the history seen is always
+  ``K // 2 .. K`` observations. Cheaper, but while training the carried state (a transformer's
+  KV cache, an LSTM's hidden state) was computed by the weights of earlier updates, not by the
+  current ones; DRQN acts this way.
 * ``"markov"`` — the current observation only (DQN).
 """
 
