@@ -156,8 +156,23 @@ def load_runs(out: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return runs
 
 
-def summary(out: Path, tasks: list[str], names: list[str], plot: str | None) -> None:
+def markdown(runs: dict, tasks: list[str], names: list[str]) -> str:
+    """The final success rates as a Markdown table: mean ± std (number of seeds)."""
+    lines = ["| task | env steps | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for task in tasks:
+        budgets = sorted({r["budget_env_steps"] for m in names for r in runs.get((task, m), [])})
+        cells = []
+        for m in names:
+            done = runs.get((task, m), [])
+            cells.append(f"{fmt([r['final']['success_rate'] for r in done])} ({len(done)})" if done else "-")
+        lines.append(f"| {task} | {'/'.join(map(str, budgets)) or '-'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary(out: Path, tasks: list[str], names: list[str], plot: str | None, md: bool = False) -> None:
     runs = load_runs(out)
+    if md:
+        print(markdown(runs, tasks, names))
     print(f"greedy success rate at the end of the budget (runs in {out})")
     header = f"{'task':<12} {'env steps':>9}  " + "  ".join(f"{m:>15}" for m in names)
     print(header)
@@ -201,7 +216,9 @@ def plot_curves(runs: dict, tasks: list[str], names: list[str], path: str) -> No
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("greedy success rate")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[-1].legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
@@ -220,6 +237,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="one JSON per run; existing runs are skipped")
     parser.add_argument("--summary", action="store_true", help="only read --out and print the table")
     parser.add_argument("--plot", default=None, help="also draw the learning curves to this PNG")
+    parser.add_argument("--markdown", action="store_true", help="with --summary: also a Markdown table")
     parser.add_argument("--worker", default="0/1", help="i/n: run only every n-th missing run, from i")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small networks: extra threads only add contention
@@ -229,7 +247,7 @@ def main() -> None:
     names = [m for m in table if not args.methods or m in args.methods]
     out = args.out or Path(f"pomdp_memory_{'quick' if args.quick else 'full'}")
     if args.summary:
-        summary(out, args.tasks, names, args.plot)
+        summary(out, args.tasks, names, args.plot, args.markdown)
         return
     out.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or (1 if args.quick else 3)
