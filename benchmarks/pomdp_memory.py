@@ -140,6 +140,15 @@ def run_one(
     }
 
 
+def claim(lock: Path) -> bool:
+    """Atomically take a run (several workers may share one output folder); False if taken."""
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "-"
@@ -239,6 +248,7 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="also draw the learning curves to this PNG")
     parser.add_argument("--markdown", action="store_true", help="with --summary: also a Markdown table")
     parser.add_argument("--worker", default="0/1", help="i/n: run only every n-th missing run, from i")
+    parser.add_argument("--reverse", action="store_true", help="take the runs from the last one backwards")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small networks: extra threads only add contention
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run banners
@@ -253,9 +263,10 @@ def main() -> None:
     seeds = args.seeds or (1 if args.quick else 3)
     worker, n_workers = (int(x) for x in args.worker.split("/"))
     jobs = [(t, m, s) for s in range(seeds) for t in args.tasks for m in names]
-    for k, (task_name, method_name, seed) in enumerate(jobs):
+    order = list(enumerate(jobs))
+    for k, (task_name, method_name, seed) in reversed(order) if args.reverse else order:
         path = out / f"{task_name}_{method_name}_seed{seed}.json"
-        if path.exists() or k % n_workers != worker:
+        if path.exists() or k % n_workers != worker or not claim(path.with_suffix(".lock")):
             continue
         task = TASKS[task_name]
         budget = task["quick_steps"] if args.quick else task["steps"]
@@ -264,6 +275,7 @@ def main() -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, path)  # a run is either complete on disk or absent
+        path.with_suffix(".lock").unlink(missing_ok=True)
         print(
             f"# {task_name:<12} {method_name:<5} seed {seed}: success {result['final']['success_rate']:.2f}"
             f" ({result['wall_s']:.0f} s, {result['env_steps']} env steps)",

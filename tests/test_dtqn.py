@@ -492,3 +492,32 @@ def test_readme_commands_fit_then_evaluate_last_ckpt(tmp_path: Path, monkeypatch
         report = run_evaluate(["--ckpt_path", str(ckpt), "--episodes", "3", "--num_envs", "2"])
     assert report["episodes"] == 3 and report["mode"] == "recurrent"
     assert report["env_id"] == "lit_seqrl/HeavenHell-v0"
+
+
+# ---------------------------------------------------------------- learning (slow)
+@pytest.mark.slow
+def test_drqn_solves_heaven_hell() -> None:
+    """DRQN with configs/drqn_heavenhell.yaml's settings wins the paper's Heaven/Hell.
+
+    A memoryless policy cannot tell the worlds apart at the junction (success 0.5 at best), and
+    one that never visits the priest cannot either, so 0.9 needs the remembered answer.
+    """
+    L.seed_everything(0, verbose=False)
+    agent = DTQNAgent(
+        env_id="lit_seqrl/HeavenHell-v0",
+        backbone={"name": "lstm", "d_model": 32, "n_layers": 1},
+        pos_embedding=False,
+        act_mode="recurrent",
+        context_len=50,
+        gamma=0.9,
+        lr=1e-3,
+        buffer_size=100_000,
+        learning_starts=1_000,
+        target_update_interval=250,
+        eps_decay_steps=3_000,
+        batches_per_epoch=1_000,
+        seed=0,
+    )
+    fit(agent, steps=6_000)
+    row = agent.evaluate_policy(episodes=50, num_envs=10, seed=12_345)["results"][0]
+    assert row["success_rate"] >= 0.9, row
