@@ -7,8 +7,9 @@ the history; DTQN the paper's transformer block (``dtqn_transformer``: post-LN, 
 outputs, learned positions starting at zero), smaller than the paper's (see ``methods``).
 
 Each (task, method, seed) run writes one JSON file into ``--out`` and is skipped when that file
-exists, so an interrupted comparison resumes with the same command. ``--summary`` only reads the
-files: it prints the table and, with ``--plot``, draws the curves.
+exists, so an interrupted comparison resumes with the same command (delete the ``*.lock`` files
+of runs that were cut short first). Workers may share ``--out``: each claims a run with a lock
+file. ``--summary`` only reads the files: it prints the table and, with ``--plot``, draws the curves.
 
     python benchmarks/pomdp_memory.py --quick                 # 1 seed, small budgets
     python benchmarks/pomdp_memory.py --out results/pomdp     # 3 seeds, the budgets below
