@@ -2,9 +2,9 @@
 
 * DQN  — ``history: none``: an MLP on the current observation.
 * DRQN — ``backbone: {name: lstm}`` (or ``gru``).
-* DTQN — ``backbone: {name: transformer, ...}`` (Esslinger, Platt & Amato, 2022) with learned
-  position embeddings added here; ``dtqn_transformer`` is the paper's own block with its GRU-gate
-  and identity-map-reordering switches. Any other registered backbone works the same way.
+* DTQN — ``backbone: {name: dtqn_transformer, ...}`` (Esslinger, Platt & Amato, 2022; the default),
+  the paper's block with its GRU-gate and identity-map-reordering switches, with learned position
+  embeddings added here. Any other registered backbone (``transformer``: GPT-style) works the same way.
 
 Training follows the DTQN paper: history windows of up to ``context_len`` steps from an episodic
 replay, Q-values at every position of a window and the loss averaged over all real positions
@@ -41,8 +41,8 @@ from lit_seqrl.data.replay import EpisodicReplay
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
 from lit_seqrl.registry import build_backbone, get_backbone_class
 
-DEFAULT_BACKBONE: dict[str, Any] = {
-    "name": "transformer",
+DEFAULT_BACKBONE: dict[str, Any] = {  # the paper's DTQN
+    "name": "dtqn_transformer",
     "d_model": 128,
     "n_layers": 2,
     "n_heads": 8,
