@@ -210,6 +210,7 @@ def plot_curves(runs: dict, tasks: list[str], names: list[str], path: str) -> No
     import numpy as np
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
+    colors = {m: f"C{i}" for i, m in enumerate(names)}  # one colour per method in every panel
     for ax, task in zip(axes[0], tasks):
         for m in names:
             done = runs.get((task, m), [])
@@ -219,16 +220,16 @@ def plot_curves(runs: dict, tasks: list[str], names: list[str], path: str) -> No
             x = np.array([r["curve"][i]["env_steps"] for i in range(n) for r in done[:1]])
             y = np.array([[r["curve"][i]["success_rate"] for i in range(n)] for r in done])
             mean, std = y.mean(0), y.std(0)
-            ax.plot(x, mean, label=f"{m} ({len(done)} seeds)")
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+            ax.plot(x, mean, color=colors[m], label=f"{m} ({len(done)} seeds)")
+            ax.fill_between(x, mean - std, mean + std, color=colors[m], alpha=0.2)
         ax.set_title(task)
         ax.set_xlabel("environment steps")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("greedy success rate")
-    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
-    if labelled:
-        labelled[-1].legend(loc="best", fontsize=8)
+    for ax in axes[0]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
