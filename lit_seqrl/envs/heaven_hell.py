@@ -71,7 +71,6 @@ class HeavenHellEnv(gym.Env):
         self.n = n
         self.max_steps = max_steps
         self.cells = heaven_hell_cells(n)
-        self.label = {cell: k for cell, k in self.cells.items()}
         self.priest = next(c for c, k in self.cells.items() if k == 4 * n + 1)
         self.start = next(c for c, k in self.cells.items() if k == 0)
         self.left_end = next(c for c, k in self.cells.items() if k == 2 * n)
@@ -96,7 +95,7 @@ class HeavenHellEnv(gym.Env):
     def _obs(self) -> int:
         if self._cell == self.priest:
             return self.n_labels + (0 if self._heaven_left else 1)
-        return self.label[self._cell]
+        return self.cells[self._cell]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict]:
         super().reset(seed=seed)
