@@ -11,22 +11,25 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import lit_seqrl.envs as envs
-from lit_seqrl.envs import CarFlagEnv, HallwayEnv, HeavenHellEnv, MemoryCardsEnv
+from lit_seqrl.envs import CarFlagEnv, CountingHallwayEnv, HallwayEnv, HeavenHellEnv, MemoryCardsEnv, TMazeEnv
+from lit_seqrl.envs.hallway import DOWN, FORWARD, LEFT, RIGHT, STAY, TURN_AROUND, TURN_LEFT, TURN_RIGHT, UP
 
 CORE_IDS = [
     "lit_seqrl/CarFlag-v0",
     "lit_seqrl/HeavenHell-v0",
     "lit_seqrl/MemoryCards-v0",
     "lit_seqrl/Hallway-v0",
+    "lit_seqrl/TMaze-v0",
+    "lit_seqrl/CountingHallway-v0",
 ]
 
 
 def rollout(env: gym.Env, actions: list[int], seed: int) -> list[tuple]:
     obs, _ = env.reset(seed=seed)
-    out = [(obs.tolist(),)]
+    out = [(np.asarray(obs).tolist(),)]
     for a in actions:
         obs, r, term, trunc, _ = env.step(a)
-        out.append((obs.tolist(), r, term, trunc))
+        out.append((np.asarray(obs).tolist(), r, term, trunc))
         if term or trunc:
             break
     return out
@@ -104,8 +107,8 @@ def test_car_flag_memory_policy_always_wins_and_step_limit() -> None:
     assert (total, term, trunc, t) == (0.0, False, True, 200)
 
 
-# ---------------------------------------------------------------- Heaven/Hell
-def heaven_side(env: HeavenHellEnv) -> int:
+# ---------------------------------------------------------------- T-maze (small Heaven/Hell)
+def heaven_side(env: TMazeEnv) -> int:
     """Walk to the priest and read the answer: 0 = left, 1 = right."""
     obs, *_ = env.step(2)  # down to the priest
     answer = obs[-2:]
@@ -114,8 +117,8 @@ def heaven_side(env: HeavenHellEnv) -> int:
 
 
 @pytest.mark.parametrize("go_to_heaven", [True, False])
-def test_heaven_hell_rewards(go_to_heaven: bool) -> None:
-    env = HeavenHellEnv(corridor_length=3)
+def test_tmaze_rewards(go_to_heaven: bool) -> None:
+    env = TMazeEnv(corridor_length=3)
     for seed in range(6):
         obs, _ = env.reset(seed=seed)
         assert obs[-2:].sum() == 0.0, "no answer at the start"
@@ -131,8 +134,8 @@ def test_heaven_hell_rewards(go_to_heaven: bool) -> None:
         assert env._t == env.corridor_length + 3, "the optimal path's length, as documented"
 
 
-def test_heaven_hell_walls_and_step_limit() -> None:
-    env = HeavenHellEnv(max_steps=50)
+def test_tmaze_walls_and_step_limit() -> None:
+    env = TMazeEnv(max_steps=50)
     obs0, _ = env.reset(seed=0)
     obs, *_ = env.step(1)  # a wall to the right of the start: stay
     np.testing.assert_array_equal(obs, obs0)
@@ -178,9 +181,9 @@ def test_memory_cards_step_limit() -> None:
     assert info["is_success"] is False
 
 
-# ---------------------------------------------------------------- Hallway
-def test_hallway_observations_are_aliased_and_counting_wins() -> None:
-    env = HallwayEnv(length=8, goal=5)
+# ---------------------------------------------------------------- counting hallway
+def test_counting_hallway_observations_are_aliased_and_counting_wins() -> None:
+    env = CountingHallwayEnv(length=8, goal=5)
     for seed in range(8):
         obs, _ = env.reset(seed=seed)
         assert env.position != env.goal
@@ -201,8 +204,8 @@ def test_hallway_observations_are_aliased_and_counting_wins() -> None:
         assert (r, term, info["is_success"]) == (-1.0, True, False)
 
 
-def test_hallway_step_limit() -> None:
-    env = HallwayEnv(length=6)
+def test_counting_hallway_step_limit() -> None:
+    env = CountingHallwayEnv(length=6)
     env.reset(seed=0)
     for t in range(1, 25):
         _, r, term, trunc, _ = env.step(0)
@@ -222,3 +225,130 @@ def test_minigrid_memory_wrapper() -> None:
     assert obs[-4:].sum() == 1.0
     actions = [2, 2, 1, 2, 0, 2]
     assert rollout(env, actions, seed=5) == rollout(env, actions, seed=5)
+
+
+# ---------------------------------------------------------------- Heaven/Hell (gym-pomdps' heavenhell_3)
+# The specification's moves, cell label -> next label per action; any other move stays put.
+# Written out from the published heavenhell_3 file; shares nothing with the environment's code.
+HH3_MOVES = {
+    0: {0: 1, 1: 2, 2: 3, 10: 0},  # N
+    1: {0: 10, 1: 0, 2: 1, 3: 2},  # S
+    2: {3: 7, 4: 3, 5: 4, 7: 8, 8: 9, 10: 11, 11: 12, 12: 13},  # E
+    3: {3: 4, 4: 5, 5: 6, 7: 3, 8: 7, 9: 8, 11: 10, 12: 11, 13: 12},  # W
+}
+
+
+def place(env: HeavenHellEnv, label: int) -> None:
+    env._cell = next(cell for cell, k in env.cells.items() if k == label)
+
+
+@pytest.mark.parametrize("heaven_left", [True, False])
+def test_heaven_hell_transitions_and_observations_match_the_specification(heaven_left: bool) -> None:
+    env = HeavenHellEnv()
+    env.reset(seed=0)
+    env._heaven_left = heaven_left
+    assert env.observation_space.n == 15 and env.action_space.n == 4
+    for label in range(14):
+        if label in (6, 9):
+            continue
+        for action in range(4):
+            place(env, label)
+            env._t = 0
+            obs, r, term, trunc, _ = env.step(action)
+            expected = HH3_MOVES[action].get(label, label)
+            assert env.cells[env.cell] == expected, (label, action)
+            want_obs = expected if expected != 13 else (13 if heaven_left else 14)
+            assert obs == want_obs and r == 0.0 and not term and not trunc
+    for end, heaven in ((6, heaven_left), (9, not heaven_left)):
+        for action in range(4):  # any action at an arm's end ends the episode
+            place(env, end)
+            _, r, term, _, info = env.step(action)
+            assert term and r == (1.0 if heaven else -1.0) and info["is_success"] == heaven
+
+
+def test_heaven_hell_shortest_win_and_start() -> None:
+    env = HeavenHellEnv()
+    worlds = set()
+    for seed in range(10):
+        obs, _ = env.reset(seed=seed)
+        assert obs == 0 and env.cells[env.cell] == 0, "the start cell, in either world"
+        for a in (1, 2, 2, 2):  # down, then east to the priest
+            obs, *_ = env.step(a)
+        assert obs in (13, 14)
+        worlds.add(obs)
+        arm = 3 if obs == 13 else 2  # 'left' -> west
+        for a in (3, 3, 3, 0, 0, 0, 0, arm, arm, arm, 0):
+            obs, r, term, _, info = env.step(a)
+        assert (r, term, info["is_success"], env._t) == (1.0, True, True, 15)
+    assert worlds == {13, 14}
+
+
+def test_heaven_hell_step_limit() -> None:
+    env = HeavenHellEnv(max_steps=100)
+    env.reset(seed=0)
+    for t in range(1, 101):
+        _, r, term, trunc, info = env.step(2)  # east from the start: a wall
+        assert r == 0.0 and not term and trunc == (t == 100)
+    assert info["is_success"] is False
+
+
+# ---------------------------------------------------------------- Littman's Hallway
+def test_hallway_layout_walls_landmarks_and_goal() -> None:
+    env = HallwayEnv(p_action=1.0, p_wall_hit=1.0, p_wall_false=0.0)  # noise off
+    env.reset(seed=0)
+    assert len(env.cells) * 4 == 60 and len(env.starts) == 56
+    assert env.observation_space.n == 20 and env.action_space.n == 5
+    # (cell, heading) -> walls as front + 2 right + 4 back + 8 left, from the published layout
+    cases = {
+        ((0, 0), UP): 1 + 4 + 8,
+        ((0, 1), RIGHT): 2 + 8,
+        ((0, 2), UP): 1,  # an alcove behind
+        ((0, 10), LEFT): 2 + 4 + 8,
+        ((1, 2), UP): 2 + 4 + 8,
+        ((1, 4), LEFT): 1 + 4 + 8,
+    }
+    for (cell, heading), pattern in cases.items():
+        env._cell, env._heading = cell, heading
+        assert env._obs() == pattern, (cell, heading)
+    for k, col in enumerate((2, 4, 6)):  # facing south in a non-goal alcove: its landmark
+        env._cell, env._heading = (1, col), DOWN
+        assert env._obs() == 16 + k
+    env._cell, env._heading, env._t = (0, 8), DOWN, 0
+    obs, r, term, trunc, info = env.step(FORWARD)
+    assert (obs, r, term, trunc, info["is_success"]) == (19, 1.0, True, False, True)
+    env._cell, env._heading = (0, 0), LEFT
+    env.step(FORWARD)
+    assert env.state == ((0, 0), LEFT), "forward into a wall stays"
+    for action, heading in ((TURN_RIGHT, UP), (TURN_LEFT, DOWN), (TURN_AROUND, RIGHT), (STAY, LEFT)):
+        env._cell, env._heading = (0, 5), LEFT
+        env.step(action)
+        assert env.state == ((0, 5), heading)
+
+
+def test_hallway_noise_rates() -> None:
+    env = HallwayEnv()
+    env.reset(seed=1)
+    env._cell, env._heading = (0, 0), UP  # walls in front, behind and left; open to the right
+    bits = np.array([[(env._obs() >> b) & 1 for b in range(4)] for _ in range(4000)])
+    np.testing.assert_allclose(bits.mean(0), [0.9, 0.05, 0.9, 0.9], atol=0.025)
+    outcomes = {h: 0 for h in range(4)}
+    moved = 0
+    for _ in range(4000):
+        env._cell, env._heading, env._t = (0, 5), UP, 0
+        env.step(TURN_RIGHT)
+        outcomes[env._heading] += 1
+        moved += env._cell != (0, 5)
+    # turn right 0.8; stay, forward (into the wall), turn left, turn around 0.05 each
+    freq = {h: n / 4000 for h, n in outcomes.items()}
+    assert abs(freq[RIGHT] - 0.8) < 0.03 and abs(freq[LEFT] - 0.05) < 0.015 and abs(freq[DOWN] - 0.05) < 0.015
+    assert abs(freq[UP] - 0.10) < 0.02 and moved == 0
+
+
+def test_hallway_step_limit() -> None:
+    env = HallwayEnv()
+    env.reset(seed=0)
+    env._cell = (0, 0)
+    for t in range(1, 101):
+        _, r, term, trunc, info = env.step(STAY)
+        assert r == 0.0 and not term and trunc == (t == 100)
+    assert info["is_success"] is False

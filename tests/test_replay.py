@@ -115,12 +115,12 @@ class ScriptedActor:
 
 def test_collector_stores_whole_episodes_and_resets_finished_rows() -> None:
     from lit_seqrl.data.online import EnvCollector
-    from lit_seqrl.envs import HallwayEnv
+    from lit_seqrl.envs import CountingHallwayEnv
 
     def run(seed: int) -> tuple[EpisodicReplay, ScriptedActor, EnvCollector]:
         buf = EpisodicReplay(capacity=1_000, obs_dim=6, seed=0)
         actor = ScriptedActor(action=0)  # walk left: never opens the door, truncated after 5 steps
-        collector = EnvCollector(lambda: HallwayEnv(length=6, max_steps=5), 2, buf, seed=seed)
+        collector = EnvCollector(lambda: CountingHallwayEnv(length=6, max_steps=5), 2, buf, seed=seed)
         for _ in range(12):
             collector.step(actor, epsilon=0.0)
         return buf, actor, collector

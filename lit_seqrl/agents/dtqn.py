@@ -2,9 +2,9 @@
 
 * DQN  — ``history: none``: an MLP on the current observation.
 * DRQN — ``backbone: {name: lstm}`` (or ``gru``).
-* DTQN — ``backbone: {name: transformer, ...}`` (Esslinger, Platt & Amato, 2022) with learned
-  position embeddings added here; ``dtqn_transformer`` is the paper's own block with its GRU-gate
-  and identity-map-reordering switches. Any other registered backbone works the same way.
+* DTQN — ``backbone: {name: dtqn_transformer, ...}`` (Esslinger, Platt & Amato, 2022; the default),
+  the paper's block with its GRU-gate and identity-map-reordering switches, with learned position
+  embeddings added here. Any other registered backbone (``transformer``: GPT-style) works the same way.
 
 Training follows the DTQN paper: history windows of up to ``context_len`` steps from an episodic
 replay, Q-values at every position of a window and the loss averaged over all real positions
@@ -28,19 +28,21 @@ from typing import Any, Literal
 import gymnasium as gym
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 import lit_seqrl.envs  # noqa: F401  (registers our environments for gym.make)
 from lit_seqrl.agents.base import SeqRLAgent, adamw, param_groups
+from lit_seqrl.agents.callbacks import StopOnNonFiniteLoss
 from lit_seqrl.agents.dtqn_policy import ActMode, HistoryActor, QNetwork
 from lit_seqrl.data.online import EnvCollector, ReplayStream, flat_obs_dim
 from lit_seqrl.data.replay import EpisodicReplay
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
 from lit_seqrl.registry import build_backbone, get_backbone_class
 
-DEFAULT_BACKBONE: dict[str, Any] = {
-    "name": "transformer",
+DEFAULT_BACKBONE: dict[str, Any] = {  # the paper's DTQN
+    "name": "dtqn_transformer",
     "d_model": 128,
     "n_layers": 2,
     "n_heads": 8,
@@ -103,8 +105,9 @@ class DTQNAgent(SeqRLAgent):
         loss: ``"mse"`` (paper) or ``"huber"``.
         grad_clip: max gradient norm (used when the Trainer sets no ``gradient_clip_val``).
         batches_per_epoch: gradient steps per Lightning epoch.
-        act_mode: ``"recurrent"`` or ``"window"`` (see :mod:`lit_seqrl.agents.dtqn_policy`);
-            default recurrent when the backbone can ``step``.
+        act_mode: ``"window"`` (default, the paper's: re-encode the last ``context_len``
+            observations at every step) or ``"recurrent"`` (carry the backbone's state, e.g. a
+            KV cache; cheaper, but during training that state was computed by older weights).
         eval_episodes, eval_num_envs: greedy rollouts at the end of each epoch (0: none).
         seed: environment seed (default: derived from ``seed_everything``).
     """
@@ -134,7 +137,7 @@ class DTQNAgent(SeqRLAgent):
         loss: Literal["mse", "huber"] = "mse",
         grad_clip: float | None = 1.0,
         batches_per_epoch: int = 1_000,
-        act_mode: Literal["recurrent", "window"] | None = None,
+        act_mode: Literal["recurrent", "window"] = "window",
         eval_episodes: int = 0,
         eval_num_envs: int = 8,
         seed: int | None = None,
@@ -146,6 +149,8 @@ class DTQNAgent(SeqRLAgent):
             raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
         if context_len < 1:
             raise ValueError(f"context_len must be >= 1, got {context_len}")
+        if act_mode not in ("recurrent", "window", None):
+            raise ValueError(f"act_mode must be 'window' or 'recurrent', got {act_mode!r}")
         spec = dict(backbone or DEFAULT_BACKBONE) if history == "context" else None
         if spec is not None:
             if "name" not in spec:
@@ -184,9 +189,7 @@ class DTQNAgent(SeqRLAgent):
     def default_act_mode(self) -> ActMode:
         if self.q_net.backbone is None:
             return "markov"
-        if self.hparams.act_mode is not None:
-            return self.hparams.act_mode
-        return "recurrent" if self.q_net.backbone.supports_step else "window"
+        return self.hparams.act_mode or "window"  # None in checkpoints of older versions
 
     def make_actor(self, mode: ActMode | None = None, flatten: bool = False) -> HistoryActor:
         """A greedy actor over this agent's Q-network (``flatten``: raw env observations in)."""
@@ -283,6 +286,15 @@ class DTQNAgent(SeqRLAgent):
         self.clip_gradients(
             optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
         )
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Stop on a non-finite loss; checkpoints end in ``last.ckpt`` (what the README evaluates)."""
+        callbacks: list[Callback] = [StopOnNonFiniteLoss()]
+        # Replaces the trainer's default ModelCheckpoint; with enable_checkpointing=False there is
+        # none and nothing is written.
+        if self.trainer.checkpoint_callbacks:
+            callbacks.append(ModelCheckpoint(save_last=True))
+        return callbacks
 
     def on_train_epoch_end(self) -> None:
         hp = self.hparams

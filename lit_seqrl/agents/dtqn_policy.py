@@ -6,14 +6,16 @@ Q-value head at *every* position of the history.
 
 :class:`HistoryActor` keeps the per-environment history for acting, in one of three modes:
 
+* ``"window"`` (the agent's default, as in the DTQN paper) — re-encode the last ``K =
+  context_len`` observations with ``forward`` at every step: exactly what the training windows
+  look like, with the current weights.
 * ``"recurrent"`` — carry the backbone state with ``step`` (hidden state, KV cache...), one token
-  per environment step. The history is capped at ``K = context_len`` tokens, as in training:
-  when a row's state holds ``K`` tokens it is rebuilt from that row's last ``K // 2``
-  observations (positions ``0..``), so each env step costs amortised O(1) backbone steps, and
-  the history seen is always ``K // 2 .. K`` observations, all inside the training distribution
-  (training windows start anywhere in an episode).
-* ``"window"`` — re-encode the last ``K`` observations with ``forward`` every step (what
-  training windows look like; for backbones without ``step``).
+  per environment step. The history is capped at ``K`` tokens, as in training: when a row's
+  state holds ``K`` tokens it is rebuilt from that row's last ``K // 2`` observations (positions
+  ``0..``), so each env step costs amortised O(1) backbone steps, and the history seen is always
+  ``K // 2 .. K`` observations. Cheaper, but while training the carried state (a transformer's
+  KV cache, an LSTM's hidden state) was computed by the weights of earlier updates, not by the
+  current ones; DRQN acts this way.
 * ``"markov"`` — the current observation only (DQN).
 """
 
@@ -32,6 +34,15 @@ from lit_seqrl.backbones.base import Backbone, State
 ActMode = Literal["recurrent", "window", "markov"]
 
 
+def _normal_init(module: nn.Module) -> None:
+    """The official DTQN initialisation: Linear / Embedding weights N(0, 0.02), zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class QNetwork(nn.Module):
     """Observation histories ``(B, L, obs_dim)`` -> Q-values ``(B, L, n_actions)``.
 
@@ -41,7 +52,7 @@ class QNetwork(nn.Module):
         d_model: token width (the backbone's ``d_model``).
         backbone: history encoder; None for DQN (no history, an MLP on each observation).
         context_len: longest history, the size of the position table.
-        pos_embedding: add a learned embedding of the position in the history (DTQN).
+        pos_embedding: add a learned embedding of the position in the history (DTQN; starts at zero).
     """
 
     def __init__(
@@ -65,6 +76,13 @@ class QNetwork(nn.Module):
             nn.Sequential(nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU()) if backbone is None else None
         )
         self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, n_actions))
+        # The official DTQN initialisation for our own layers (the backbone keeps its own):
+        # N(0, 0.02) weights, zero biases, and position embeddings that start at zero.
+        for part in (self.embed, self.trunk, self.head):
+            if part is not None:
+                _normal_init(part)
+        if self.pos is not None:
+            nn.init.zeros_(self.pos.weight)
 
     def forward(self, obs: Tensor) -> Tensor:
         """``obs (B, L, obs_dim)``, histories starting at position 0 -> ``q (B, L, A)``.

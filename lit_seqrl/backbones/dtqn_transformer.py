@@ -1,15 +1,25 @@
 """The DTQN transformer decoder (Esslinger, Platt & Amato, 2022), with its two ablation switches.
 
-A causal self-attention stack like GPT's, where each sub-layer's output is merged into the stream
-by a *combine* step:
+A causal self-attention stack like GPT's, where each sub-layer's output goes through a ReLU and is
+then merged into the stream by a *combine* step, as in the official ``TransformerLayer``:
 
-* ``gate="residual"``: ``x + y`` (the paper's default);
-* ``gate="gru"``: the GRU-style gate of GTrXL (Parisotto et al., 2020), initialised close to the
-  identity map (update-gate bias ``-2``).
+* ``gate="residual"``: ``x + relu(y)`` (the paper's default);
+* ``gate="gru"``: the GRU-style gate of GTrXL (Parisotto et al., 2020).
 
 ``identity_map_reordering=False`` (the paper's default) normalises *after* each combine
-(post-LN). ``True`` moves the LayerNorm in front of each sub-layer, applies a ReLU to its output
-before the combine, and adds a final LayerNorm: the "identity map reordering" of GTrXL.
+(post-LN). ``True`` moves the LayerNorm in front of each sub-layer: the "identity map
+reordering" of GTrXL. Both end with a final LayerNorm, as the official network does before its
+Q-value head.
+
+Where this differs from the official code, on purpose:
+
+* each block has its own two gates; the official network builds one attention gate and one
+  feed-forward gate and shares them across all blocks;
+* our gate has biases on ``W_r``, ``W_z`` and ``W_g`` (``W_r``, ``W_g`` start at zero);
+  the official gate has a bias on ``W_z`` only;
+* ``W_z``'s bias starts at ``-2`` (GTrXL's identity-map initialisation, kept by
+  :func:`dtqn_init`); the official gate sets ``-2`` too but the network's weight initialisation
+  runs afterwards and zeroes every Linear bias, so its gates effectively start at ``0``.
 
 No positional information is added here; the agent adds its learned position embeddings.
 ``step`` keeps a key/value cache of ``max_seq_len`` entries per layer.
@@ -30,12 +40,17 @@ class GRUGate(nn.Module):
 
     def __init__(self, d_model: int, bias_init: float = -2.0) -> None:
         super().__init__()
+        self.d_model, self.bias_init = d_model, bias_init
         self.w = nn.Linear(d_model, 3 * d_model)  # W_r, W_z, W_g applied to the sub-layer output y
         self.u_rz = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z applied to the stream x
         self.u_g = nn.Linear(d_model, d_model, bias=False)
+        self.init_bias()
+
+    def init_bias(self) -> None:
+        """Biases to zero except ``b_z = bias_init``: the gate starts close to the identity map."""
         with torch.no_grad():
             self.w.bias.zero_()
-            self.w.bias[d_model : 2 * d_model].fill_(bias_init)  # start near the identity map
+            self.w.bias[self.d_model : 2 * self.d_model].fill_(self.bias_init)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         wr, wz, wg = self.w(y).chunk(3, dim=-1)
@@ -109,12 +124,16 @@ class DTQNBlock(nn.Module):
         return self.ln1(x) if self.pre_norm else x
 
     def finish(self, x: Tensor, attn_out: Tensor) -> Tensor:
-        """Combine the attention output into the stream, then the feed-forward sub-layer."""
+        """Combine the attention output into the stream, then the feed-forward sub-layer.
+
+        Both variants pass each sub-layer's output through a ReLU before the combine, as the
+        official ``TransformerLayer`` and ``TransformerIdentityLayer`` do.
+        """
         if self.pre_norm:  # identity map reordering
             x = self.combine1(x, F.relu(self.drop(attn_out)))
             return self.combine2(x, F.relu(self.drop(self.ff(self.ln2(x)))))
-        x = self.ln1(self.combine1(x, self.drop(attn_out)))
-        return self.ln2(self.combine2(x, self.drop(self.ff(x))))
+        x = self.ln1(self.combine1(x, F.relu(self.drop(attn_out))))
+        return self.ln2(self.combine2(x, F.relu(self.drop(self.ff(x)))))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         return self.finish(x, self.attn(self.attention_input(x), attn_mask))
@@ -129,7 +148,7 @@ class DTQNTransformer(Backbone):
         n_heads: attention heads (paper: 8).
         dropout: dropout on sub-layer outputs and attention weights (paper: 0).
         gate: ``"residual"`` or ``"gru"`` combine step.
-        identity_map_reordering: pre-LN blocks with ReLU before the combine and a final LayerNorm.
+        identity_map_reordering: pre-LN blocks instead of post-LN ones.
         max_seq_len: key/value cache length for :meth:`step`.
     """
 
@@ -150,7 +169,8 @@ class DTQNTransformer(Backbone):
         self.blocks = nn.ModuleList(
             DTQNBlock(d_model, n_heads, dropout, gate, identity_map_reordering) for _ in range(n_layers)
         )
-        self.ln_f = nn.LayerNorm(d_model) if identity_map_reordering else nn.Identity()
+        self.ln_f = nn.LayerNorm(d_model)  # the official network's norm before its Q head, both variants
+        dtqn_init(self)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x (B, L, D) -> (B, L, D)``; ``mask (B, L)`` True for real tokens (keys only)."""
@@ -193,3 +213,22 @@ class DTQNTransformer(Backbone):
             "pos": pos + 1,
         }  # (B layers H T hd)
         return self.ln_f(x[:, 0]), new_state
+
+
+def dtqn_init(module: nn.Module) -> None:
+    """The official DTQN initialisation, applied to every sub-module of ``module``.
+
+    Linear and Embedding weights ``N(0, 0.02)``, Linear biases zero, LayerNorm ``(1, 0)``; then each
+    :class:`GRUGate` gets its ``b_z`` back (see the module docstring).
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, GRUGate):
+            m.init_bias()

@@ -4,9 +4,11 @@ Importing this package registers (once, however often it is imported):
 
 =================================  ==================================================
 ``lit_seqrl/CarFlag-v0``           :class:`~lit_seqrl.envs.car_flag.CarFlagEnv`
-``lit_seqrl/HeavenHell-v0``        :class:`~lit_seqrl.envs.heaven_hell.HeavenHellEnv`
+``lit_seqrl/HeavenHell-v0``        :class:`~lit_seqrl.envs.heaven_hell.HeavenHellEnv` (gym-pomdps' heavenhell_3)
 ``lit_seqrl/MemoryCards-v0``       :class:`~lit_seqrl.envs.memory_cards.MemoryCardsEnv`
-``lit_seqrl/Hallway-v0``           :class:`~lit_seqrl.envs.hallway.HallwayEnv`
+``lit_seqrl/Hallway-v0``           :class:`~lit_seqrl.envs.hallway.HallwayEnv` (Littman's 60 states)
+``lit_seqrl/TMaze-v0``             :class:`~lit_seqrl.envs.tmaze.TMazeEnv` (small Heaven/Hell check)
+``lit_seqrl/CountingHallway-v0``   :class:`~lit_seqrl.envs.counting_hallway.CountingHallwayEnv`
 ``lit_seqrl/MiniGridMemory-v0``    MiniGrid-MemoryS7-v0, flat observation (needs ``minigrid``)
 =================================  ==================================================
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 import gymnasium as gym
 
 from lit_seqrl.envs.car_flag import CarFlagEnv
+from lit_seqrl.envs.counting_hallway import CountingHallwayEnv
 from lit_seqrl.envs.hallway import HallwayEnv
 from lit_seqrl.envs.heaven_hell import HeavenHellEnv
 from lit_seqrl.envs.memory_cards import MemoryCardsEnv
 from lit_seqrl.envs.minigrid_memory import CompactMiniGridObs, make_minigrid_memory, minigrid_available
+from lit_seqrl.envs.tmaze import TMazeEnv
 
 ENV_IDS: dict[str, str] = {
     "lit_seqrl/CarFlag-v0": "lit_seqrl.envs.car_flag:CarFlagEnv",
@@ -30,6 +34,8 @@ ENV_IDS: dict[str, str] = {
     "lit_seqrl/MemoryCards-v0": "lit_seqrl.envs.memory_cards:MemoryCardsEnv",
     "lit_seqrl/Hallway-v0": "lit_seqrl.envs.hallway:HallwayEnv",
     "lit_seqrl/MiniGridMemory-v0": "lit_seqrl.envs.minigrid_memory:make_minigrid_memory",
+    "lit_seqrl/TMaze-v0": "lit_seqrl.envs.tmaze:TMazeEnv",
+    "lit_seqrl/CountingHallway-v0": "lit_seqrl.envs.counting_hallway:CountingHallwayEnv",
 }
 
 
@@ -46,9 +52,11 @@ __all__ = [
     "ENV_IDS",
     "CarFlagEnv",
     "CompactMiniGridObs",
+    "CountingHallwayEnv",
     "HallwayEnv",
     "HeavenHellEnv",
     "MemoryCardsEnv",
+    "TMazeEnv",
     "make_minigrid_memory",
     "minigrid_available",
     "register_envs",

@@ -1,11 +1,20 @@
-"""Hallway: find an unmarked door in a corridor whose inner cells all look the same.
+"""Littman's stochastic Hallway (Littman, Cassandra & Kaelbling, 1995), written from its specification.
 
-A corridor of ``length`` cells; the door is at cell ``goal``. The agent starts on a random cell other
-than the door and sees only whether it is at the left end, at the right end or somewhere in between
-(every inner cell, the door included, gives the same observation), plus the action it took last.
-To open the door it must localise itself (walk to an end) and count its steps from there: a
-counting memory task with heavily aliased observations, in the spirit of the classic Hallway
-POMDPs (Littman, Cassandra & Kaelbling, 1995) without their stochastic dynamics.
+Fifteen cells: a corridor of eleven and four alcoves below its 3rd, 5th, 7th and 9th cells; the
+goal is the last alcove. With four headings that is 60 states::
+
+    c0 c1 c2 c3 c4 c5 c6 c7 c8 c9 c10
+          a0    a1    a2    G
+
+Actions: ``0: stay, 1: forward, 2: turn right, 3: turn left, 4: turn around``. Every action but
+*stay* does what it says with probability 0.8; otherwise one of the four other actions happens
+instead (0.05 each). Moving forward into a wall leaves the agent where it is.
+
+Observations are noisy wall sensors: for each side (front, right, back, left) a wall is reported
+with probability 0.9 where there is one and 0.05 where there is none, giving 16 patterns. Facing
+south inside a non-goal alcove shows that alcove's landmark instead (3 observations), and the goal
+its own observation: 20 in all, one-hot. Reward ``+1`` on arriving at the goal, which ends the
+episode; the start is a uniformly random non-goal state; truncation after ``max_steps`` (100).
 """
 
 from __future__ import annotations
@@ -13,82 +22,108 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from gymnasium import spaces
 
-LEFT, RIGHT, OPEN = 0, 1, 2
+STAY, FORWARD, TURN_RIGHT, TURN_LEFT, TURN_AROUND = range(5)
+UP, RIGHT, DOWN, LEFT = range(4)  # headings, clockwise
+_STEP = {UP: (-1, 0), RIGHT: (0, 1), DOWN: (1, 0), LEFT: (0, -1)}
+CORRIDOR = 11
+ALCOVE_COLUMNS = (2, 4, 6, 8)  # the last one holds the goal
 
 
 class HallwayEnv(gym.Env):
-    """Aliased 1-D hallway with actions ``0: left, 1: right, 2: open the door here``.
+    """The 60-state Hallway POMDP; ``info["is_success"]`` is True when the goal is reached.
 
-    Observation: ``float32[6]``: one-hot of ``(at left end, at right end, inside)`` followed by
-    a one-hot of the previous action (``left, right, open``; all zero right after reset).
-    Reward: ``+1`` for opening at the door, ``-1`` for opening anywhere else (both terminate),
-    ``0`` for moving; walking into an end wall leaves the agent in place.
-    Truncation after ``max_steps`` steps (default ``4 * length``).
-
-    Optimal return: ``+1.0`` in every episode; the shortest sure way walks to the nearer end it can
-    identify and counts, so it needs up to about ``2 * length`` steps. A memoryless policy sees the
-    door cell exactly like every other inner cell and cannot do better than guessing.
-    ``info["is_success"]`` is True when the door is opened.
+    Args:
+        max_steps: step limit.
+        p_action: probability that a non-stay action does what it says.
+        p_wall_hit: probability of reporting a wall that is there.
+        p_wall_false: probability of reporting a wall that is not there.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
 
-    def __init__(self, length: int = 8, goal: int | None = None, max_steps: int | None = None) -> None:
-        if length < 4:
-            raise ValueError(f"length must be >= 4, got {length}")
-        goal = length // 2 + 1 if goal is None else goal
-        if not 0 < goal < length - 1:
-            raise ValueError(f"goal must be an inner cell (0 < goal < {length - 1}), got {goal}")
-        self.length = length
-        self.goal = goal
-        self.max_steps = 4 * length if max_steps is None else max_steps
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(6,), dtype=np.float32)
-        self.action_space = spaces.Discrete(3)
-        self._pos = 0
-        self._last_action: int | None = None
-        self._t = 0
+    n_wall_patterns = 16
+    n_landmarks = len(ALCOVE_COLUMNS) - 1
+
+    def __init__(
+        self,
+        max_steps: int = 100,
+        p_action: float = 0.8,
+        p_wall_hit: float = 0.9,
+        p_wall_false: float = 0.05,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        for name, p in (("p_action", p_action), ("p_wall_hit", p_wall_hit), ("p_wall_false", p_wall_false)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        self.max_steps = max_steps
+        self.p_action, self.p_wall_hit, self.p_wall_false = p_action, p_wall_hit, p_wall_false
+        self.cells = [(0, c) for c in range(CORRIDOR)] + [(1, c) for c in ALCOVE_COLUMNS]
+        self._cell_set = set(self.cells)
+        self.goal = (1, ALCOVE_COLUMNS[-1])
+        self.landmarks = {(1, c): i for i, c in enumerate(ALCOVE_COLUMNS[:-1])}
+        self.n_obs = self.n_wall_patterns + self.n_landmarks + 1
+        self.observation_space = spaces.Discrete(self.n_obs)
+        self.action_space = spaces.Discrete(5)
+        self.starts = [(cell, h) for cell in self.cells if cell != self.goal for h in range(4)]
+        self._cell, self._heading, self._t = self.cells[0], UP, 0
 
     @property
-    def position(self) -> int:
-        """The agent's cell (hidden from the agent)."""
-        return self._pos
+    def state(self) -> tuple[tuple[int, int], int]:
+        """``((row, col), heading)`` (hidden from the agent)."""
+        return self._cell, self._heading
 
-    def _obs(self) -> np.ndarray:
-        obs = np.zeros(6, dtype=np.float32)
-        place = 0 if self._pos == 0 else 1 if self._pos == self.length - 1 else 2
-        obs[place] = 1.0
-        if self._last_action is not None:
-            obs[3 + self._last_action] = 1.0
-        return obs
+    def walls(self, cell: tuple[int, int], heading: int) -> tuple[bool, bool, bool, bool]:
+        """True where there is a wall in front, right, behind and left of ``heading`` at ``cell``."""
+        out = []
+        for turn in range(4):  # front, right, back, left = heading + 0, 1, 2, 3 clockwise
+            dr, dc = _STEP[(heading + turn) % 4]
+            out.append((cell[0] + dr, cell[1] + dc) not in self._cell_set)
+        return tuple(out)  # type: ignore[return-value]
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict]:
+    def _obs(self) -> int:
+        if self._cell == self.goal:
+            return self.n_obs - 1
+        if self._heading == DOWN and self._cell in self.landmarks:
+            return self.n_wall_patterns + self.landmarks[self._cell]
+        seen = 0
+        for bit, wall in enumerate(self.walls(self._cell, self._heading)):
+            p = self.p_wall_hit if wall else self.p_wall_false
+            seen |= int(self.np_random.random() < p) << bit
+        return seen
+
+    def _apply(self, action: int) -> None:
+        if action == FORWARD:
+            dr, dc = _STEP[self._heading]
+            target = (self._cell[0] + dr, self._cell[1] + dc)
+            if target in self._cell_set:
+                self._cell = target
+        elif action == TURN_RIGHT:
+            self._heading = (self._heading + 1) % 4
+        elif action == TURN_LEFT:
+            self._heading = (self._heading - 1) % 4
+        elif action == TURN_AROUND:
+            self._heading = (self._heading + 2) % 4
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict]:
         super().reset(seed=seed)
-        starts = [c for c in range(self.length) if c != self.goal]
-        self._pos = int(self.np_random.choice(starts))
-        self._last_action = None
+        self._cell, self._heading = self.starts[int(self.np_random.integers(len(self.starts)))]
         self._t = 0
         return self._obs(), {}
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: int) -> tuple[int, float, bool, bool, dict]:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r} for {self.action_space}")
         action = int(action)
-        reward, terminated = 0.0, False
-        if action == OPEN:
-            terminated = True
-            reward = 1.0 if self._pos == self.goal else -1.0
-        else:
-            step = -1 if action == LEFT else 1
-            self._pos = min(max(self._pos + step, 0), self.length - 1)
-        self._last_action = action
+        if action != STAY and self.np_random.random() >= self.p_action:
+            others = [a for a in range(5) if a != action]
+            action = others[int(self.np_random.integers(len(others)))]
+        self._apply(action)
         self._t += 1
+        terminated = self._cell == self.goal
+        reward = 1.0 if terminated else 0.0
         truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": reward > 0} if terminated or truncated else {}
+        info = {"is_success": terminated} if terminated or truncated else {}
         return self._obs(), reward, terminated, truncated, info

@@ -1,17 +1,22 @@
-"""Heaven/Hell: a T-maze whose two ends swap between heaven and hell every episode.
+"""Heaven/Hell as the DTQN paper ran it: gym-pomdps' ``heavenhell_3`` written from its specification.
 
-Layout for ``corridor_length=4`` (rows top to bottom)::
+Two copies of one map, one per world (heaven on the left or on the right)::
 
-    E J E      E: the two ends (heaven or hell, drawn at reset); J: junction
-      |
-      |        the corridor
-      |
-      S        start
-      P        priest, a dead end off the way to the junction
+    6 5 4 3 7 8 9        3: junction; 4-6 and 7-9: the two arms, 6 and 9 their ends
+          2
+          1
+          0              0: start
+         10 11 12 13     13: the priest, at the end of a side path
 
-The agent sees its own cell (one-hot) and, only while standing on the priest's cell, which end is
-heaven. Walking to the priest, remembering his answer along the corridor and turning the right way
-at the junction is the only way to win more often than a coin flip.
+Moves go to the neighbouring cell in that direction if there is one, otherwise the agent stays.
+At an arm's end (6 or 9) *any* action ends the episode, with ``+1`` if that end is heaven and
+``-1`` if it is hell ("stepping off the end"). The observation names the cell (13 labels, the same
+in both worlds), except on the priest's cell, where it is ``left`` or ``right``: where heaven is.
+The start is cell 0 of either world with probability 1/2 each.
+
+The shortest sure win takes 15 actions: down, 3 x east to the priest, 3 x west, 4 x north to the
+junction, 3 x along the heaven arm, and one action off its end. A memoryless policy cannot tell
+the worlds apart at the junction and wins half of the time at best.
 """
 
 from __future__ import annotations
@@ -19,80 +24,100 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from gymnasium import spaces
 
-UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
-_MOVES = {UP: (-1, 0), RIGHT: (0, 1), DOWN: (1, 0), LEFT: (0, -1)}
+NORTH, SOUTH, EAST, WEST = 0, 1, 2, 3  # the action order of the specification (N S E W)
+_MOVES = {NORTH: (-1, 0), SOUTH: (1, 0), EAST: (0, 1), WEST: (0, -1)}
+
+
+def heaven_hell_cells(n: int = 3) -> dict[tuple[int, int], int]:
+    """The map: ``(row, col) -> cell label``, labels as in the module docstring for ``n = 3``.
+
+    ``n`` is the length of each arm, of the corridor below the junction and of the priest's path.
+    """
+    j = n  # column of the corridor
+    cells = {(0, j): n}  # junction
+    for i in range(n):
+        cells[(n - i, j)] = i  # corridor: start 0 at the bottom ... n - 1 below the junction
+        cells[(0, j - 1 - i)] = n + 1 + i  # left arm, its end last
+        cells[(0, j + 1 + i)] = 2 * n + 1 + i  # right arm, its end last
+    cells[(n + 1, j)] = 3 * n + 1  # below the start
+    for i in range(n):
+        cells[(n + 1, j + 1 + i)] = 3 * n + 2 + i  # the priest's path, the priest last
+    return cells
 
 
 class HeavenHellEnv(gym.Env):
-    """Heaven/Hell T-maze with actions ``0: up, 1: right, 2: down, 3: left``.
+    """gym-pomdps' ``heavenhell_3`` with actions ``0: N, 1: S, 2: E, 3: W``.
 
-    Observation: ``float32[n_cells + 2]``: one-hot of the agent's cell, then the priest's answer
-    (``[1, 0]``: heaven on the left, ``[0, 1]``: on the right), all zeros away from the priest.
-    Reward: ``+1`` entering heaven, ``-1`` entering hell (both terminate), ``0`` otherwise; moving
-    into a wall leaves the agent where it is. Truncation after ``max_steps`` steps (50).
-
-    Optimal return: ``+1.0`` in ``corridor_length + 3`` steps (7 by default: one step down to the
-    priest, ``corridor_length + 1`` up to the junction, one to heaven). The best memoryless policy
-    cannot tell the ends apart at the junction and gets ``0.0`` in expectation (success rate 0.5).
+    Observation: ``Discrete(3 n + 4 + 2)`` (15 for ``n = 3``): the label of the cell for every
+    cell but the priest's, then ``left`` / ``right`` on the priest's cell.
+    Reward: ``+1`` / ``-1`` for the action taken at heaven's / hell's arm end, which terminates;
+    ``0`` otherwise. Truncation after ``max_steps`` steps (100; the specification has no limit).
     ``info["is_success"]`` is True when an episode ends in heaven.
+
+    Args:
+        n: arm, corridor and priest-path length (3 in ``heavenhell_3``).
+        max_steps: step limit.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
 
-    def __init__(self, corridor_length: int = 4, max_steps: int = 50) -> None:
-        if corridor_length < 1:
-            raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
+    def __init__(self, n: int = 3, max_steps: int = 100) -> None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        self.corridor_length = corridor_length
+        self.n = n
         self.max_steps = max_steps
-        # Cells as (row, col); row 0 is the top bar, the corridor runs down column 1.
-        self.left_end, self.junction, self.right_end = (0, 0), (0, 1), (0, 2)
-        self.start = (corridor_length, 1)
-        self.priest = (corridor_length + 1, 1)
-        cells = [self.left_end, self.junction, self.right_end]
-        cells += [(r, 1) for r in range(1, corridor_length + 2)]
-        self._index = {cell: i for i, cell in enumerate(cells)}
-        self.n_cells = len(cells)
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(self.n_cells + 2,), dtype=np.float32)
+        self.cells = heaven_hell_cells(n)
+        self.priest = next(c for c, k in self.cells.items() if k == 4 * n + 1)
+        self.start = next(c for c, k in self.cells.items() if k == 0)
+        self.left_end = next(c for c, k in self.cells.items() if k == 2 * n)
+        self.right_end = next(c for c, k in self.cells.items() if k == 3 * n)
+        self.n_labels = 4 * n + 1  # every cell but the priest's
+        self.observation_space = spaces.Discrete(self.n_labels + 2)
         self.action_space = spaces.Discrete(4)
         self._cell = self.start
         self._heaven_left = True
         self._t = 0
 
-    def _obs(self) -> np.ndarray:
-        obs = np.zeros(self.n_cells + 2, dtype=np.float32)
-        obs[self._index[self._cell]] = 1.0
-        if self._cell == self.priest:
-            obs[self.n_cells + (0 if self._heaven_left else 1)] = 1.0
-        return obs
+    @property
+    def cell(self) -> tuple[int, int]:
+        """The agent's ``(row, col)`` (hidden from the agent)."""
+        return self._cell
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict]:
+    @property
+    def heaven_left(self) -> bool:
+        """Whether heaven is at the left arm's end this episode (hidden from the agent)."""
+        return self._heaven_left
+
+    def _obs(self) -> int:
+        if self._cell == self.priest:
+            return self.n_labels + (0 if self._heaven_left else 1)
+        return self.cells[self._cell]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict]:
         super().reset(seed=seed)
         self._heaven_left = bool(self.np_random.integers(2) == 0)
         self._cell = self.start
         self._t = 0
         return self._obs(), {}
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: int) -> tuple[int, float, bool, bool, dict]:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r} for {self.action_space}")
-        dr, dc = _MOVES[int(action)]
-        target = (self._cell[0] + dr, self._cell[1] + dc)
-        if target in self._index:
-            self._cell = target
         self._t += 1
-
-        reward = 0.0
-        terminated = self._cell in (self.left_end, self.right_end)
-        if terminated:
+        reward, terminated = 0.0, False
+        if self._cell in (self.left_end, self.right_end):
+            terminated = True
             heaven = self.left_end if self._heaven_left else self.right_end
             reward = 1.0 if self._cell == heaven else -1.0
+        else:
+            dr, dc = _MOVES[int(action)]
+            target = (self._cell[0] + dr, self._cell[1] + dc)
+            if target in self.cells:
+                self._cell = target
         truncated = not terminated and self._t >= self.max_steps
         info = {"is_success": reward > 0} if terminated or truncated else {}
         return self._obs(), reward, terminated, truncated, info
