@@ -20,3 +20,6 @@ for n in 1 2 3; do experiment backbones --dataset "$ME" --variant DT --seeds "$n
 # 3. The rest of the backbone table, then the conditioning curve (cached runs: no training).
 for n in 1 2 3; do experiment backbones --dataset "$MR" "$ME" "$MED" --seeds "$n"; done
 experiment conditioning --dataset "$MR" --variant DT BC "%BC (10%)" --seeds 3
+# 4. Delayed rewards (DT Table 7) and context length at equal action targets (DT Table 5).
+python -m lit_seqrl experiment delayed --config configs/experiments/mujoco_hopper_delayed.yaml --seeds 3 --out "$OUT-delayed"
+python -m lit_seqrl experiment context --config configs/experiments/mujoco_hopper_context.yaml --seeds 3 --out "$OUT-context"

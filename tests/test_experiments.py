@@ -141,3 +141,12 @@ def test_backbones_shares_conditioning_runs_and_reports_the_target_return_row(tm
     ]
     rows = {c[0]: c[2] for c in cells if c[0] in ("DT", "BC")}
     assert rows == {"DT": "77.0 ± 0.0", "BC": "33.0 ± 0.0"}
+
+
+def test_context_at_equal_targets_scales_the_batch_by_max_k_over_k():
+    cfg = ExperimentConfig.load(CONFIGS / "mujoco_hopper_context.yaml")
+    cfg.extra["contexts"] = [1, 5, 20]
+    got = {s.data["context_len"]: s.data["batch_size"] for s in EXPERIMENTS["context"].specs(cfg)}
+    assert got == {1: 1280, 5: 256, 20: 64}  # 1280 action targets per step at every K
+    cfg.extra["equal_targets"] = False
+    assert {s.data.get("batch_size") for s in EXPERIMENTS["context"].specs(cfg)} == {64}
