@@ -24,7 +24,7 @@ DATASET = "test/hopper/scripted-v0"
 
 
 def _stand_still(obs: np.ndarray) -> np.ndarray:
-    """A tiny scripted policy: push each joint back towards 0 (falls over within ~100 steps)."""
+    """A tiny scripted policy: push each joint back towards 0 (falls over within 30-400 steps)."""
     return np.clip(-2.0 * obs[2:5], -1.0, 1.0)
 
 
