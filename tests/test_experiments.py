@@ -110,3 +110,43 @@ def test_bad_experiment_inputs_are_one_line_errors(tmp_path):
     assert "agent must be one of" in proc.stderr
     with pytest.raises(ValueError, match="unknown experiment 'nope'"):
         run_experiment("nope", bad)
+
+
+def test_backbones_shares_conditioning_runs_and_reports_the_target_return_row(tmp_path):
+    from lit_seqrl.experiments import backbones
+
+    cfg = ExperimentConfig.load(CONFIGS / "mujoco_hopper.yaml")
+    mr = "d4rlstyle/hopper/medium-replay-v0"
+    cfg.datasets = {mr: {**cfg.datasets[mr], "targets": [500, 3600], "target_return": 3600}}
+    cfg.variants = {k: cfg.variants[k] for k in ("DT", "BC")}
+    specs = {s.cell: s.key() for s in backbones.specs(cfg)}
+    assert specs == {s.cell: s.key() for s in EXPERIMENTS["conditioning"].specs(cfg)}  # one cache serves both
+
+    def record(variant: str, rows: list[tuple[float, float]], conditioned: bool) -> dict:
+        report = {"results": [{"target_return": t, "normalized_score": v} for t, v in rows]}
+        report["return_conditioned"] = conditioned
+        return {
+            "spec": {"labels": {"variant": variant, "dataset": mr}},
+            "report": report,
+            "train_seconds": 1.0,
+        }
+
+    results = [
+        record("DT", [(500.0, 11.0), (3600.0, 77.0)], True),
+        record("BC", [(1234.0, 33.0)], False),  # BC's only row carries the data's best return
+    ]
+    markdown, _ = backbones.report(cfg, results, [0], tmp_path)
+    cells = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in markdown.splitlines() if line.startswith("| ")
+    ]
+    rows = {c[0]: c[2] for c in cells if c[0] in ("DT", "BC")}
+    assert rows == {"DT": "77.0 ± 0.0", "BC": "33.0 ± 0.0"}
+
+
+def test_context_at_equal_targets_scales_the_batch_by_max_k_over_k():
+    cfg = ExperimentConfig.load(CONFIGS / "mujoco_hopper_context.yaml")
+    cfg.extra["contexts"] = [1, 5, 20]
+    got = {s.data["context_len"]: s.data["batch_size"] for s in EXPERIMENTS["context"].specs(cfg)}
+    assert got == {1: 1280, 5: 256, 20: 64}  # 1280 action targets per step at every K
+    cfg.extra["equal_targets"] = False
+    assert {s.data.get("batch_size") for s in EXPERIMENTS["context"].specs(cfg)} == {64}

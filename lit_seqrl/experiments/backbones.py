@@ -2,7 +2,9 @@
 
 Every variant trains with the same budget, context and evaluation seeds on every dataset of the
 config (or of ``--dataset``); the table reports the normalised score where the data has
-reference returns, else the raw return, at each dataset's target return.
+reference returns, else the raw return, at each dataset's target return. A dataset entry with a
+``targets`` list is evaluated at all of them (the same runs as ``conditioning``'s, so an ``--out``
+shared by the two experiments trains each cell once); the table still reports ``target_return``.
 """
 
 from __future__ import annotations
@@ -22,16 +24,29 @@ from lit_seqrl.experiments.runner import (
     markdown_table,
     mean_std,
     pyplot,
+    rows_by_target,
     score_key,
 )
 
 
 def specs(cfg: ExperimentConfig) -> list[RunSpec]:
-    return [
-        cfg.run_spec(f"{variant}-{dataset}", {"variant": variant, "dataset": dataset}, variant, dataset)
-        for dataset in cfg.datasets
-        for variant in cfg.variants
-    ]
+    out = []
+    for dataset in cfg.datasets:
+        given = cfg.datasets[dataset].get("targets")
+        targets = [float(t) for t in given] if given else None
+        for variant in cfg.variants:
+            labels = {"variant": variant, "dataset": dataset}
+            out.append(cfg.run_spec(f"{variant}-{dataset}", labels, variant, dataset, targets=targets))
+    return out
+
+
+def _score(record: dict[str, Any], key: str, target: float | None) -> float | None:
+    """The score at ``target`` when the run was evaluated there, else its first row's (BC's only row)."""
+    row = rows_by_target(record).get(None if target is None else float(target))
+    if row is None or not record["report"].get("return_conditioned", True):
+        return headline(record, key)
+    value = row.get(key)
+    return None if value is None else float(value)
 
 
 def report(
@@ -44,7 +59,12 @@ def report(
     rows = []
     for variant in variants:
         backbone = cfg.variants[variant]["backbone"]["name"]
-        cells = [mean_std([headline(r, key) for r in by_cell.get((variant, d), [])]) for d in datasets]
+        cells = [
+            mean_std(
+                [_score(r, key, cfg.datasets[d].get("target_return")) for r in by_cell.get((variant, d), [])]
+            )
+            for d in datasets
+        ]
         seconds = [r["train_seconds"] for d in datasets for r in by_cell.get((variant, d), [])]
         rows.append([variant, backbone, *(fmt(c) for c in cells), f"{np.mean(seconds):.0f}"])
     parts = ["# Backbones", "", budget_line(cfg, seeds, results), ""]
@@ -54,21 +74,28 @@ def report(
     ]
     parts += [markdown_table(["variant", "backbone", *datasets, "train s"], rows), ""]
     plots = []
-    path = _plot(variants, datasets, by_cell, key, out / "backbones.png")
+    path = _plot(variants, datasets, by_cell, key, out / "backbones.png", cfg)
     if path is not None:
         plots.append(path)
         parts += [f"![backbones]({path.name})", ""]
     return "\n".join(parts), plots
 
 
-def _plot(variants: list[str], datasets: list[str], by_cell: dict, key: str, path: Path) -> Path | None:
+def _plot(
+    variants: list[str], datasets: list[str], by_cell: dict, key: str, path: Path, cfg: ExperimentConfig
+) -> Path | None:
     plt = pyplot()
     if plt is None:
         return None
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(6.0, 2 + 2.5 * len(datasets)), 4.5))
     for j, variant in enumerate(variants):
-        stats = [mean_std([headline(r, key) for r in by_cell.get((variant, d), [])]) for d in datasets]
+        stats = [
+            mean_std(
+                [_score(r, key, cfg.datasets[d].get("target_return")) for r in by_cell.get((variant, d), [])]
+            )
+            for d in datasets
+        ]
         x = np.arange(len(datasets)) + (j - (len(variants) - 1) / 2) * width
         ax.bar(
             x,

@@ -2,6 +2,10 @@
 
 The DT paper found K = 1 much worse on Atari (frame stacks are not Markov); on a Markov task
 such as Pendulum the history may not matter. Every variant runs at every K of ``contexts``.
+
+A K-step window carries K action targets, so at equal optimiser steps K = 1 sees K times fewer
+targets than K. With ``equal_targets: true`` the batch of a K-step run is ``batch_size x
+max(contexts) / K`` windows, so every K sees the same number of action targets per step.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ def contexts(cfg: ExperimentConfig) -> list[int]:
     return [int(k) for k in cfg.extra.get("contexts", [1, 20])]
 
 
+def _data(cfg: ExperimentConfig, variant: str, k: int) -> dict[str, Any]:
+    if not cfg.extra.get("equal_targets", False):
+        return {"context_len": k}
+    batch = int(cfg.variants[variant].get("data", {}).get("batch_size", cfg.data.get("batch_size", 64)))
+    return {"context_len": k, "batch_size": batch * max(contexts(cfg)) // k}
+
+
 def specs(cfg: ExperimentConfig) -> list[RunSpec]:
     return [
         cfg.run_spec(
@@ -37,7 +48,7 @@ def specs(cfg: ExperimentConfig) -> list[RunSpec]:
             {"variant": variant, "dataset": dataset, "K": k},
             variant,
             dataset,
-            data={"context_len": k},
+            data=_data(cfg, variant, k),
         )
         for dataset in cfg.datasets
         for variant in cfg.variants

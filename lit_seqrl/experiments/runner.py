@@ -181,9 +181,12 @@ def train_and_evaluate(spec: RunSpec, on_step: Callable[[int], None] | None = No
             callbacks=[_Progress()],
             **{"accelerator": "cpu", "gradient_clip_val": 0.25, **spec.trainer},
         )
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.fit(agent, datamodule=dm)
         train_seconds = time.perf_counter() - start
+        # CPU seconds of this process: on a shared machine, closer to the time on dedicated cores.
+        train_cpu_seconds = time.process_time() - cpu_start
+        start = time.perf_counter()
         # Evaluation episodes use seeds disjoint from the data's (which start at 0) and shared by
         # every variant, so variants face the same start states.
         report = agent.evaluate_policy(
@@ -192,11 +195,14 @@ def train_and_evaluate(spec: RunSpec, on_step: Callable[[int], None] | None = No
             seed=1_000_000 + 1000 * spec.seed,
             target_returns=spec.target_returns,
         )
+        eval_seconds = time.perf_counter() - start
     returns = [ep.total_return for ep in dm.train_episodes]
     return {
         "spec": spec.key(),
         "report": report,
         "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
+        "eval_seconds": eval_seconds,  # every target's episodes together
         "steps": int(trainer.global_step),
         "dataset_best_return": float(max(returns)),
         "dataset_mean_return": float(np.mean(returns)),
