@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers import REPO, run_cli
 
 
+@pytest.mark.slow  # about 40 s: two processes each building envs and a network
 def test_online_agent_two_cpu_processes(tmp_path):
     probe = tmp_path / "probe"
     run_cli(
