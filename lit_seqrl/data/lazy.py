@@ -25,7 +25,6 @@ from typing import Any
 import minari
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from lit_seqrl.data.episodes import (
     DatasetNotFoundError,
@@ -36,7 +35,7 @@ from lit_seqrl.data.episodes import (
     _missing_message,
     _ref_scores,
 )
-from lit_seqrl.data.windows import Batch, delay_rewards, draw_steps, returns_to_go
+from lit_seqrl.data.windows import Batch, WindowSampler, delay_rewards, returns_to_go
 
 __all__ = [
     "EpisodeRef",
@@ -233,7 +232,7 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-class LazyTrajectoryWindows(Dataset):
+class LazyTrajectoryWindows(WindowSampler):
     """The windows of :class:`~lit_seqrl.data.windows.TrajectoryWindows`, read on demand.
 
     Same items, same draws for the same ``(seed, epoch, index)``; memory is the per-episode
@@ -256,21 +255,13 @@ class LazyTrajectoryWindows(Dataset):
         start_at_episode_start: bool = False,
         cache_bytes: int = 64 * 2**20,
     ) -> None:
-        if context_len < 1:
-            raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
-        if num_windows < 1:
-            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
-        if not episodes or sum(ep.length for ep in episodes) == 0:
-            raise ValueError("LazyTrajectoryWindows needs at least one non-empty episode")
+        super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start)
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self.path = Path(path)
-        self.context_len, self.num_windows, self.seed = context_len, num_windows, seed
         self.discrete, self.gamma, self.delayed_reward = discrete, gamma, delayed_reward
         self.reward_scale = np.float32(reward_scale)
-        self.start_at_episode_start = start_at_episode_start
         self.cache_bytes = cache_bytes
-        self.epoch = 0
         self.ids = np.array([ep.id for ep in episodes], dtype=np.int64)  # (E,)
         self.raw = [getattr(ep, "raw", None) for ep in episodes]  # byte offsets, or None: use h5py
         lengths = np.array([ep.length for ep in episodes], dtype=np.int64)  # (E,)
@@ -284,13 +275,6 @@ class LazyTrajectoryWindows(Dataset):
         self._cached_bytes = 0
         self.reads = 0  # episodes read from the file (cache misses), for tests and benchmarks
 
-    def __len__(self) -> int:
-        return self.num_windows
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw a fresh set of windows (call once per epoch, like DistributedSampler.set_epoch)."""
-        self.epoch = int(epoch)
-
     def __getstate__(self) -> dict[str, Any]:  # a worker gets no open handle and an empty cache
         state = dict(self.__dict__)
         state.update(_file=None, _fd=None, _pid=None, _cache=OrderedDict(), _cached_bytes=0)
@@ -298,10 +282,7 @@ class LazyTrajectoryWindows(Dataset):
 
     def starts(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """First real step (global index) of the windows ``indices`` (B,) -> (B,) int64."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_windows):
-            raise IndexError(f"window index out of range [0, {self.num_windows})")
-        step = draw_steps(self.seed, self.epoch, idx, self.num_steps)
+        step = self.drawn_steps(indices)
         if self.start_at_episode_start:
             return self.begins[np.searchsorted(self.ends, step, side="right")]
         return step
@@ -355,9 +336,6 @@ class LazyTrajectoryWindows(Dataset):
             self._file = h5py.File(self.path, "r")
         group = self._file[f"episode_{self.ids[e]}"]
         return tuple(np.asarray(group[name][()]) for name in _FIELDS)
-
-    def __getitem__(self, index: int) -> Batch:
-        return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """A whole batch at once, already collated (as TrajectoryWindows.__getitems__)."""

@@ -91,7 +91,53 @@ def split_episodes(
     return train, val
 
 
-class TrajectoryWindows(Dataset):
+class WindowSampler(Dataset):
+    """What every window dataset shares: its arguments, and the deterministic draw of a start step
+    per ``(seed, epoch, index)``. Subclasses set ``num_steps`` and map a drawn step to a window."""
+
+    def __init__(
+        self,
+        episodes: Sequence,
+        context_len: int,
+        num_windows: int,
+        seed: int,
+        start_at_episode_start: bool,
+    ) -> None:
+        if context_len < 1:
+            raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
+        if num_windows < 1:
+            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
+        if not episodes or sum(ep.length for ep in episodes) == 0:
+            raise ValueError(f"{type(self).__name__} needs at least one non-empty episode")
+        self.context_len = context_len
+        self.num_windows = num_windows
+        self.seed = seed
+        self.start_at_episode_start = start_at_episode_start
+        self.epoch = 0
+        self.num_steps = 0  # set by the subclass: all steps of all episodes
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a fresh set of windows (call once per epoch, like DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+
+    def drawn_steps(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The uniformly drawn step (global index) of the windows ``indices`` (B,) -> (B,) int64."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_windows):
+            raise IndexError(f"window index out of range [0, {self.num_windows})")
+        return draw_steps(self.seed, self.epoch, idx, self.num_steps)
+
+    def __getitem__(self, index: int) -> Batch:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        raise NotImplementedError
+
+
+class TrajectoryWindows(WindowSampler):
     """``num_windows`` windows of K steps, each a deterministic draw from (seed, epoch, index).
 
     A start step s is drawn uniformly over all steps of all episodes (so an episode is picked
@@ -120,17 +166,7 @@ class TrajectoryWindows(Dataset):
         seed: int = 0,
         start_at_episode_start: bool = False,
     ) -> None:
-        if context_len < 1:
-            raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
-        if num_windows < 1:
-            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
-        if not episodes or sum(ep.length for ep in episodes) == 0:
-            raise ValueError("TrajectoryWindows needs at least one non-empty episode")
-        self.context_len = context_len
-        self.num_windows = num_windows
-        self.seed = seed
-        self.start_at_episode_start = start_at_episode_start
-        self.epoch = 0
+        super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start)
 
         # Flat arrays over all steps, built once, so fetching a batch is a few fancy-index gathers.
         rewards = [delay_rewards(ep.rewards) if delayed_reward else ep.rewards for ep in episodes]
@@ -147,23 +183,10 @@ class TrajectoryWindows(Dataset):
         self.episode_start = self.episode_end - np.repeat(lengths, lengths)  # (N,)
         self.num_steps = int(ends[-1])
 
-    def __len__(self) -> int:
-        return self.num_windows
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw a fresh set of windows (call once per epoch, like DistributedSampler.set_epoch)."""
-        self.epoch = int(epoch)
-
     def starts(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """First real step (global index) of the windows ``indices`` (B,) -> (B,) int64."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_windows):
-            raise IndexError(f"window index out of range [0, {self.num_windows})")
-        step = draw_steps(self.seed, self.epoch, idx, self.num_steps)
+        step = self.drawn_steps(indices)
         return self.episode_start[step] if self.start_at_episode_start else step
-
-    def __getitem__(self, index: int) -> Batch:
-        return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """A whole batch at once, already collated: the DataLoader calls this when present."""
