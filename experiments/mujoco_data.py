@@ -12,7 +12,8 @@ For each env (Hopper-v5, Walker2d-v5, HalfCheetah-v5) this
    ``--medium-fraction`` of the expert's, ``random`` = uniform actions;
 3. writes five minari datasets ``d4rlstyle/<env>/<name>-v0``: ``random``, ``medium``,
    ``medium-replay`` (equal step budgets from every sweep setting between random and medium, so
-   many short poor episodes and a tail up to medium, like a learner's replay buffer),
+   many short poor episodes and a tail up to medium, like a learner's replay buffer; no episode
+   at or above ``--replay-cap``, by default the expert reference return),
    ``expert`` and ``medium-expert`` (the medium and expert datasets' episodes together);
 4. prints the dataset table (episodes, steps, return mean/min/max, D4RL-normalised mean).
 
@@ -80,21 +81,31 @@ class ExpertMLP:
 
 
 def rollout_steps(
-    env_id: str, policy: ExpertMLP, steps: int, seed: int, sigma: float, p: float
+    env_id: str,
+    policy: ExpertMLP,
+    steps: int,
+    seed: int,
+    sigma: float,
+    p: float,
+    max_return: float = float("inf"),
 ) -> list[Episode]:
-    """Whole episodes of the degraded policy until at least ``steps`` steps are collected."""
+    """Whole episodes of the degraded policy until at least ``steps`` steps are collected.
+
+    Episodes whose return is ``max_return`` or more are rolled but not kept.
+    """
     episodes: list[Episode] = []
-    total = 0
+    total = rolled = 0
     while total < steps:
         # In chunks (one env per call), sized by the mean length so far, so short episodes do not
-        # each pay for building an env; episode i always resets with seed + i.
+        # each pay for building an env; the i-th episode rolled always resets with seed + i.
         mean_len = total / len(episodes) if episodes else 1000.0
         chunk = int(min(1000, max(1, (steps - total) / max(mean_len, 1.0))))
-        for ep in rollout_policy(
-            env_id, policy, chunk, seed=seed + len(episodes), action_noise=sigma, epsilon=p
-        ):
+        for ep in rollout_policy(env_id, policy, chunk, seed=seed + rolled, action_noise=sigma, epsilon=p):
             if total >= steps:
                 break
+            rolled += 1
+            if ep.total_return >= max_return:
+                continue
             ep.id = len(episodes)
             episodes.append(ep)
             total += ep.length
@@ -148,6 +159,9 @@ def build_env(name: str, experts: Path, args: argparse.Namespace) -> None:
         + f"  [sweep {time.perf_counter() - start:.0f} s]"
     )
     steps = args.steps
+    ref = D4RL_REFERENCE[name]
+    # medium-replay holds no expert episode: none at or above --replay-cap (D4RL-normalised).
+    replay_cap = ref[0] + args.replay_cap / 100 * (ref[1] - ref[0])
     plan = {
         "random": lambda: rollout_steps(env_id, policy, steps // 2, _SEED_BASE["random"], 0.0, 1.0),
         "medium": lambda: rollout_steps(env_id, policy, steps, _SEED_BASE["medium"], *medium),
@@ -156,11 +170,15 @@ def build_env(name: str, experts: Path, args: argparse.Namespace) -> None:
             ep
             for i, setting in enumerate(ladder)
             for ep in rollout_steps(
-                env_id, policy, steps // len(ladder), _SEED_BASE["medium-replay"] + 10_000 * i, *setting
+                env_id,
+                policy,
+                steps // len(ladder),
+                _SEED_BASE["medium-replay"] + 10_000 * i,
+                *setting,
+                max_return=replay_cap,
             )
         ],
     }
-    ref = D4RL_REFERENCE[name]
     made: dict[str, list[Episode]] = {}
     for kind in ("random", "medium", "medium-replay", "expert", "medium-expert"):
         dataset_id = f"d4rlstyle/{name}/{kind}-v0"
@@ -230,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sweep-episodes", type=int, default=5, help="episodes per sweep setting")
     parser.add_argument("--medium-fraction", type=float, default=0.4, help="medium's mean return / expert's")
+    parser.add_argument(
+        "--replay-cap",
+        type=float,
+        default=100.0,
+        help="medium-replay keeps only episodes below this D4RL-normalised return (100: the expert reference)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only print the table of stored datasets")
     args = parser.parse_args(argv)
