@@ -15,11 +15,16 @@ experiment() { python -m lit_seqrl experiment "$@" --config "$CFG" --out "$OUT";
 
 # 1. The central claim: DT vs BC vs %BC on medium-replay (no expert episodes in the data).
 for n in 1 2 3; do experiment backbones --dataset "$MR" --variant DT BC "%BC (10%)" --seeds "$n"; done
-# 2. DT on medium-expert.
+# 2. DT on medium-expert, then the conditioning curve (cached runs: no training).
 for n in 1 2 3; do experiment backbones --dataset "$ME" --variant DT --seeds "$n"; done
-# 3. The rest of the backbone table, then the conditioning curve (cached runs: no training).
-for n in 1 2 3; do experiment backbones --dataset "$MR" "$ME" "$MED" --seeds "$n"; done
 experiment conditioning --dataset "$MR" --variant DT BC "%BC (10%)" --seeds 3
-# 4. Delayed rewards (DT Table 7) and context length at equal action targets (DT Table 5).
-python -m lit_seqrl experiment delayed --config configs/experiments/mujoco_hopper_delayed.yaml --seeds 3 --out "$OUT-delayed"
-python -m lit_seqrl experiment context --config configs/experiments/mujoco_hopper_context.yaml --seeds 3 --out "$OUT-context"
+# 3. Delayed rewards (DT Table 7; BC and %BC never read rewards: their runs are those of step 1)
+#    and context length at equal action targets (DT Table 5), one seed round at a time.
+for n in 1 2 3; do
+  python -m lit_seqrl experiment delayed --config configs/experiments/mujoco_hopper_delayed.yaml \
+    --variant DT --seeds "$n" --out "$OUT-delayed"
+  python -m lit_seqrl experiment context --config configs/experiments/mujoco_hopper_context.yaml \
+    --seeds "$n" --out "$OUT-context"
+done
+# 4. The rest of the backbone table.
+for n in 1 2 3; do experiment backbones --dataset "$MR" "$ME" "$MED" --seeds "$n"; done
