@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -181,3 +182,34 @@ def test_h5py_fallback_reads_the_same_windows(stored):
     lazy.raw = [None] * len(lazy.raw)
     a, b = memory.__getitems__(range(64)), lazy.__getitems__(range(64))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("gap", [16, 1 << 20])
+def test_positioned_reads_return_each_array(tmp_path, gap):
+    """Arrays close together come back from one read, far apart from one read each: same bytes."""
+    from lit_seqrl.data.lazy import RawArray, _plan_reads, _read_raw
+
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.normal(size=(7, 3)).astype(np.float32),
+        rng.integers(0, 9, size=(6, 1)).astype(np.int64),
+        rng.normal(size=6).astype("<f4"),
+    ]
+    path, offsets, pos = tmp_path / "blob", [], 100
+    with open(path, "wb") as f:
+        for a in arrays:
+            f.seek(pos)
+            f.write(a.tobytes())
+            offsets.append(pos)
+            pos += a.nbytes + gap
+    raw = tuple(RawArray(o, a.dtype.str, a.shape) for o, a in zip(offsets, arrays, strict=True))
+    reads = _plan_reads(raw)
+    assert len(reads) == (1 if gap < 1024 else 3)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = _read_raw(fd, reads)
+    finally:
+        os.close(fd)
+    for g, a in zip(got, arrays, strict=True):
+        assert g.dtype == a.dtype and g.shape == a.shape
+        np.testing.assert_array_equal(g, a)

@@ -13,6 +13,7 @@ Under DDP every rank reads only the episodes of the windows its sampler hands it
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 from collections import OrderedDict
@@ -53,11 +54,42 @@ _FIELDS = ("observations", "actions", "rewards")
 
 @dataclass
 class RawArray:
-    """Where an uncompressed HDF5 array's bytes lie in the file: read with one ``pread``."""
+    """Where an uncompressed HDF5 array's bytes lie in the file."""
 
     offset: int
     dtype: str
     shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+# Arrays of one episode closer than this are read with one ``pread`` spanning them all (HDF5
+# writes an episode's datasets next to each other): a syscall costs more than a few KiB of bytes.
+_MAX_GAP = 64 * 2**10
+
+
+@dataclass
+class RawRead:
+    """One positioned read of ``size`` bytes at ``offset``, holding the arrays ``views``.
+
+    ``views``: (offset in the read buffer, numpy dtype, shape) per array, in field order.
+    """
+
+    offset: int
+    size: int
+    views: tuple[tuple[int, np.dtype, tuple[int, ...]], ...]
+
+
+def _plan_reads(arrays: tuple[RawArray, ...]) -> tuple[RawRead, ...]:
+    """The fewest positioned reads for ``arrays``: one span when they lie close together."""
+    start = min(a.offset for a in arrays)
+    end = max(a.offset + a.nbytes for a in arrays)
+    if end - start <= sum(a.nbytes for a in arrays) + _MAX_GAP:
+        views = tuple((a.offset - start, np.dtype(a.dtype), a.shape) for a in arrays)
+        return (RawRead(start, end - start, views),)
+    return tuple(RawRead(a.offset, a.nbytes, ((0, np.dtype(a.dtype), a.shape),)) for a in arrays)
 
 
 @dataclass
@@ -71,7 +103,7 @@ class EpisodeRef:
     id: int
     length: int
     total_return: float
-    raw: tuple[RawArray, ...] | None = None
+    raw: tuple[RawRead, ...] | None = None
 
 
 def _raw_location(dataset: Any) -> RawArray | None:
@@ -163,7 +195,8 @@ def _scan_file(source: str, path: Path, ids: list[int]) -> list[EpisodeRef]:
                 )
             raw = tuple(_raw_location(group[name]) for name in _FIELDS)
             total = float(np.sum(rewards, dtype=np.float64))
-            refs.append(EpisodeRef(episode_id, len(rewards), total, None if None in raw else raw))  # type: ignore[arg-type]
+            reads = None if None in raw else _plan_reads(raw)  # type: ignore[arg-type]
+            refs.append(EpisodeRef(episode_id, len(rewards), total, reads))
     return refs
 
 
@@ -175,13 +208,14 @@ def _in_child(fn: Any, *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
-def _read_raw(fd: int, raw: tuple[RawArray, ...]) -> tuple[np.ndarray, ...]:
-    """The arrays at ``raw``'s offsets, one positioned read each (no HDF5 library involved)."""
+def _read_raw(fd: int, reads: tuple[RawRead, ...]) -> tuple[np.ndarray, ...]:
+    """The arrays of ``reads``, in field order (no HDF5 library involved)."""
     out = []
-    for loc in raw:
-        dtype = np.dtype(loc.dtype)
-        buf = os.pread(fd, int(np.prod(loc.shape)) * dtype.itemsize, loc.offset)
-        out.append(np.frombuffer(buf, dtype=dtype).reshape(loc.shape))
+    for read in reads:
+        buf = os.pread(fd, read.size, read.offset)
+        for at, dtype, shape in read.views:
+            count = math.prod(shape)
+            out.append(np.frombuffer(buf, dtype=dtype, count=count, offset=at).reshape(shape))
     return tuple(out)
 
 
@@ -295,19 +329,16 @@ class LazyTrajectoryWindows(WindowSampler):
             return hit
         n = int(self.ends[e] - self.begins[e])
         obs_all, raw_act, rewards = self._read(e)
-        obs = np.asarray(obs_all[:n], dtype=np.float32)
-        raw_act = raw_act[:n]
-        act = (
-            raw_act.astype(np.int64).reshape(n)
-            if self.discrete
-            else raw_act.astype(np.float32).reshape(n, -1)
-        )
-        rewards = np.asarray(rewards[:n], dtype=np.float32).reshape(n)
+        # Views where the stored dtype already matches (minari stores float32): no copies.
+        obs = obs_all[:n].astype(np.float32, copy=False)
+        act = raw_act[:n].astype(np.int64 if self.discrete else np.float32, copy=False)
+        act = act.reshape(n) if self.discrete else act.reshape(n, -1)
+        rewards = rewards[:n].reshape(n)
         if self.delayed_reward:
             rewards = delay_rewards(rewards)
         # The same arithmetic as TrajectoryWindows, so the values agree bit for bit.
         rtg = returns_to_go(rewards, self.gamma) * self.reward_scale
-        rew = rewards.astype(np.float32) * self.reward_scale
+        rew = rewards.astype(np.float32, copy=False) * self.reward_scale
         item = (obs, act, rtg, rew)
         self.reads += 1
         size = sum(a.nbytes for a in item)
