@@ -29,7 +29,14 @@ class WindowRecorder(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        payload = {"rank": trainer.global_rank, "world_size": trainer.world_size, "windows": self.seen}
+        train_set = getattr(trainer.datamodule, "train_set", None)
+        payload = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "windows": self.seen,
+            "dataset": type(train_set).__name__,
+            "episodes_read": getattr(train_set, "reads", None),  # lazy data only
+        }
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(payload))
 
 

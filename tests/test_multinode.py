@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO, TINY
 
 
@@ -21,7 +23,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_one_process_each(tmp_path):
+# Lazy data under DDP end to end: each node reads from the HDF5 file only what it samples.
+@pytest.mark.parametrize("data_mode", ["memory", pytest.param("lazy", marks=pytest.mark.slow)])
+def test_two_nodes_one_process_each(tmp_path, data_mode):
     probe, port = tmp_path / "probe", _free_port()
     fit = [
         "fit", "--config", str(REPO / "configs" / "dt_pendulum.yaml"), *TINY,
@@ -30,7 +34,7 @@ def test_two_nodes_one_process_each(tmp_path):
         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
         "--trainer.callbacks+=tests.probes.WindowRecorder", f"--trainer.callbacks.out_dir={probe}",
         "--trainer.callbacks+=tests.probes.EvalRecorder", f"--trainer.callbacks.out_dir={probe}",
-        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}", f"--data.data_mode={data_mode}",
     ]  # fmt: skip
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
@@ -71,6 +75,10 @@ def test_two_nodes_one_process_each(tmp_path):
 
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
+    expected = {"memory": "TrajectoryWindows", "lazy": "LazyTrajectoryWindows"}[data_mode]
+    assert [r["dataset"] for r in ranks] == [expected, expected]
+    if data_mode == "lazy":  # 48 windows each: at most 48 episode reads, far from all 300
+        assert all(0 < r["episodes_read"] <= 48 for r in ranks), [r["episodes_read"] for r in ranks]
     w0, w1 = (r["windows"] for r in ranks)
     assert len(w0) == len(w1) == 3 * 16  # 3 steps of batch 16 on each rank
     assert not set(w0) & set(w1), "both nodes trained on the same windows"
