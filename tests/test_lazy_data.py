@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 
 import numpy as np
@@ -113,25 +114,68 @@ def test_lazy_windows_match_the_raw_episodes(stored):
             )
 
 
-def test_cache_stays_within_its_bound(stored):
+class _CountingMapping:
+    """Stands in for the mmap in a mapped layout, counting the page drops it is asked for."""
+
+    def __init__(self, mapping):
+        self.mapping, self.drops = mapping, 0
+
+    def madvise(self, option):
+        assert option == mmap.MADV_DONTNEED
+        self.drops += 1
+        self.mapping.madvise(option)
+
+
+def test_mapped_pages_are_dropped_within_the_cache_bound(stored):
+    bound = 4 * mmap.PAGESIZE
+    memory, lazy = _pair("test/lazy-cont-v0", cache_bytes=bound)
+    lazy._open()
+    assert lazy._mapped is not None  # minari's layout is read through the memory map
+    lazy._mapped.mapping = counting = _CountingMapping(lazy._mapped.mapping)
+    for epoch in range(4):
+        memory.set_epoch(epoch)
+        lazy.set_epoch(epoch)
+        a, b = memory.__getitems__(range(64)), lazy.__getitems__(range(64))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert 0 <= lazy._touched <= bound
+    assert counting.drops >= 4
+
+
+def _without_offsets(lazy: LazyTrajectoryWindows) -> LazyTrajectoryWindows:
+    """Force the episodes mode (h5py reads, episode cache), as for a compressed dataset."""
+    lazy.raw = [None] * len(lazy.raw)
+    return lazy
+
+
+def test_episode_cache_stays_within_its_bound(stored):
     episode_bytes = max(LENGTHS) * (3 + 1 + 1 + 1) * 4  # the longest episode's obs, action, rtg, reward
     _, lazy = _pair("test/lazy-cont-v0", cache_bytes=2 * episode_bytes)
+    _without_offsets(lazy)
     for epoch in range(5):
         lazy.set_epoch(epoch)
         lazy.__getitems__(range(64))
+        assert lazy._mapped is None
         assert 0 < lazy._cached_bytes <= 2 * episode_bytes
     assert lazy.reads > len(LENGTHS)  # evicted episodes were read again
 
 
-def test_each_rank_reads_only_the_episodes_it_samples(stored):
+@pytest.mark.parametrize("mapped", [True, False])
+def test_each_rank_reads_only_the_episodes_it_samples(stored, mapped):
     memory, _ = _pair("test/lazy-cont-v0")
     ends = np.cumsum(LENGTHS)  # independent: the episode of a global step
     for rank in (0, 1):
         _, lazy = _pair("test/lazy-cont-v0", cache_bytes=0)
         indices = list(DistributedSampler(lazy, num_replicas=2, rank=rank, shuffle=False))
         seen: list[int] = []
-        original = lazy._episode
-        lazy._episode = lambda e, _orig=original, _seen=seen: _seen.append(e) or _orig(e)  # type: ignore[method-assign]
+        if mapped:
+            lazy._open()
+            gather = lazy._mapped.gather
+            lazy._mapped.gather = lambda w, e, s, _g=gather, _seen=seen: (
+                _seen.extend(e.tolist()) or _g(w, e, s)
+            )
+        else:
+            original = _without_offsets(lazy)._episode
+            lazy._episode = lambda e, _orig=original, _seen=seen: _seen.append(e) or _orig(e)  # type: ignore[method-assign]
         lazy.__getitems__(indices)
         starts = memory.starts(indices)
         expected = {int(np.searchsorted(ends, s, side="right")) for s in starts}
@@ -179,7 +223,7 @@ def test_h5py_fallback_reads_the_same_windows(stored):
     """Arrays HDF5 does not store as one raw block are read through h5py: same windows."""
     memory, lazy = _pair("test/lazy-disc-v0", cache_bytes=0)
     assert all(raw is not None for raw in lazy.raw)  # minari's layout takes the positioned reads
-    lazy.raw = [None] * len(lazy.raw)
+    _without_offsets(lazy)
     a, b = memory.__getitems__(range(64)), lazy.__getitems__(range(64))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import multiprocessing
 import os
 from collections import OrderedDict
@@ -269,9 +270,18 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
 class LazyTrajectoryWindows(WindowSampler):
     """The windows of :class:`~lit_seqrl.data.windows.TrajectoryWindows`, read on demand.
 
-    Same items, same draws for the same ``(seed, epoch, index)``; memory is the per-episode
-    offsets plus at most ``cache_bytes`` of decoded episodes (least recently used go first).
-    The HDF5 file is opened per process on first use, so DataLoader workers each open their own.
+    Same items, same draws for the same ``(seed, epoch, index)``. Two ways to read:
+
+    - *mapped* (minari's default layout: every episode's arrays stored uncompressed): the file
+      is memory-mapped and a batch's observation and action rows are gathered straight from it
+      with one vectorised index per array, no per-episode work. Returns-to-go and rewards (8
+      bytes per step) are computed once and kept in memory. Mapped pages are dropped from this
+      process (``madvise``) once about ``cache_bytes`` have been touched, so its resident memory
+      stays bounded; the OS page cache keeps what it can.
+    - *episodes* (any other layout, through h5py): whole episodes are decoded into a cache of at
+      most ``cache_bytes`` (least recently used go first).
+
+    The file is opened per process on first use, so DataLoader workers each open their own.
     """
 
     def __init__(
@@ -302,17 +312,33 @@ class LazyTrajectoryWindows(WindowSampler):
         self.ends = np.cumsum(lengths)  # (E,) one past each episode's last global step
         self.begins = self.ends - lengths  # (E,)
         self.num_steps = int(self.ends[-1])
-        self._file: Any = None
-        self._fd: int | None = None
+        self.reads = 0  # episodes read (or gathered from, when mapped), for tests and benchmarks
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
         self._pid: int | None = None
+        self._file: Any = None  # h5py file (episodes mode)
+        self._fd: int | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
         self._cached_bytes = 0
-        self.reads = 0  # episodes read from the file (cache misses), for tests and benchmarks
+        self._mapped: _MappedLayout | None = None
+        self._touched = 0  # bytes of the mapping touched since pages were last dropped
 
     def __getstate__(self) -> dict[str, Any]:  # a worker gets no open handle and an empty cache
         state = dict(self.__dict__)
-        state.update(_file=None, _fd=None, _pid=None, _cache=OrderedDict(), _cached_bytes=0)
+        clone = object.__new__(type(self))
+        clone._reset_process_state()
+        state.update(clone.__dict__)
         return state
+
+    def _open(self) -> None:
+        """Per process, on first use (a forked DataLoader worker included)."""
+        if self._pid == os.getpid():
+            return
+        self._reset_process_state()
+        self._pid = os.getpid()
+        if all(r is not None for r in self.raw):
+            self._mapped = _MappedLayout.build(self)
 
     def starts(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """First real step (global index) of the windows ``indices`` (B,) -> (B,) int64."""
@@ -322,25 +348,12 @@ class LazyTrajectoryWindows(WindowSampler):
         return step
 
     def _episode(self, e: int) -> tuple[np.ndarray, ...]:
-        """(observations (T, D) f32, actions, returns-to-go (T,) f32, rewards (T,) f32) of episode e."""
+        """Episode e's arrays (see ``_decode``), through the cache."""
         hit = self._cache.get(e)
         if hit is not None:
             self._cache.move_to_end(e)
             return hit
-        n = int(self.ends[e] - self.begins[e])
-        obs_all, raw_act, rewards = self._read(e)
-        # Views where the stored dtype already matches (minari stores float32): no copies.
-        obs = obs_all[:n].astype(np.float32, copy=False)
-        act = raw_act[:n].astype(np.int64 if self.discrete else np.float32, copy=False)
-        act = act.reshape(n) if self.discrete else act.reshape(n, -1)
-        rewards = rewards[:n].reshape(n)
-        if self.delayed_reward:
-            rewards = delay_rewards(rewards)
-        # The same arithmetic as TrajectoryWindows, so the values agree bit for bit.
-        rtg = returns_to_go(rewards, self.gamma) * self.reward_scale
-        rew = rewards.astype(np.float32, copy=False) * self.reward_scale
-        item = (obs, act, rtg, rew)
-        self.reads += 1
+        item = self._decode(e)
         size = sum(a.nbytes for a in item)
         if size <= self.cache_bytes:
             self._cache[e] = item
@@ -350,14 +363,32 @@ class LazyTrajectoryWindows(WindowSampler):
                 self._cached_bytes -= sum(a.nbytes for a in old)
         return item
 
+    def _decode(self, e: int) -> tuple[np.ndarray, ...]:
+        """(observations (T, D) f32, actions, returns-to-go (T,) f32, rewards (T,) f32) of episode e."""
+        n = int(self.ends[e] - self.begins[e])
+        obs_all, raw_act, rewards = self._read(e)
+        # Views where the stored dtype already matches (minari stores float32): no copies.
+        obs = obs_all[:n].astype(np.float32, copy=False)
+        act = raw_act[:n].astype(np.int64 if self.discrete else np.float32, copy=False)
+        act = act.reshape(n) if self.discrete else act.reshape(n, -1)
+        rtg, rew = self._returns(rewards[:n].reshape(n))
+        self.reads += 1
+        return obs, act, rtg, rew
+
+    def _returns(self, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled returns-to-go and rewards of one episode, (T,) float32 each."""
+        if self.delayed_reward:
+            rewards = delay_rewards(rewards)
+        # The same arithmetic as TrajectoryWindows, so the values agree bit for bit.
+        rtg = returns_to_go(rewards, self.gamma) * self.reward_scale
+        return rtg, rewards.astype(np.float32, copy=False) * self.reward_scale
+
     def _read(self, e: int) -> tuple[np.ndarray, ...]:
         """Stored observations (T+1 rows), actions and rewards of episode e, as stored."""
-        if self._pid != os.getpid():  # first use in this process (a forked worker included)
-            self._file = self._fd = None
-            self._pid = os.getpid()
         raw = self.raw[e]
         if raw is not None:
-            # One positioned read per array: far cheaper than h5py's per-dataset lookups.
+            # Positioned reads (one per episode when its arrays lie together): far cheaper than
+            # h5py's per-dataset lookups.
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY)
             return _read_raw(self._fd, raw)
@@ -370,31 +401,128 @@ class LazyTrajectoryWindows(WindowSampler):
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """A whole batch at once, already collated (as TrajectoryWindows.__getitems__)."""
+        self._open()
         s = self.starts(indices)  # (B,)
         k = self.context_len
         episode = np.searchsorted(self.ends, s, side="right")  # (B,)
-        # The batch's distinct episodes side by side, then the same gathers as in memory.
-        unique, which = np.unique(episode, return_inverse=True)  # (U,), (B,)
-        parts = [self._episode(int(e)) for e in unique]
-        lengths = np.array([len(p[2]) for p in parts], dtype=np.int64)  # (U,)
-        first_row = (np.cumsum(lengths) - lengths)[which]  # (B,) where each window's episode begins
-        obs_all, act_all, rtg_all, rew_all = (np.concatenate([p[j] for p in parts]) for j in range(4))
         real = np.minimum(self.ends[episode] - s, k)[:, None]  # (B, 1) rows not padded
         step = (s - self.begins[episode])[:, None] + np.arange(k)[None, :] - (k - real)  # (B, K)
         mask = np.arange(k)[None, :] >= (k - real)  # (B, K)
-        rows = np.where(mask, first_row[:, None] + step, 0)  # (B, K) any valid row for padding
-        obs = obs_all[rows]  # (B, K, D)
+        step = np.where(mask, step, 0)  # (B, K) any valid row for padding, zeroed below
+        if self._mapped is not None:
+            obs, act = self._mapped.gather(self, episode, step)
+            rows = self.begins[episode][:, None] + step  # (B, K) global steps
+            rtg_all, rew_all = self._mapped.returns, self._mapped.rewards
+            self.reads += len(np.unique(episode))
+        else:
+            # The batch's distinct episodes side by side, then the same gathers as in memory.
+            unique, which = np.unique(episode, return_inverse=True)  # (U,), (B,)
+            parts = [self._episode(int(e)) for e in unique]
+            lengths = np.array([len(p[2]) for p in parts], dtype=np.int64)  # (U,)
+            rows = (np.cumsum(lengths) - lengths)[which][:, None] + step  # (B, K) rows of the parts
+            obs_all, act_all, rtg_all, rew_all = (np.concatenate([p[j] for p in parts]) for j in range(4))
+            obs, act = obs_all[rows], act_all[rows]  # (B, K, D), (B, K, A) or (B, K)
         obs[~mask] = 0.0
-        act = act_all[rows]  # (B, K, A) or (B, K)
         act[~mask] = 0
         rtg = np.where(mask, rtg_all[rows], np.float32(0.0))  # (B, K)
         rew = np.where(mask, rew_all[rows], np.float32(0.0))  # (B, K)
-        ts = np.where(mask, step, 0)  # (B, K)
         return {
             "observations": torch.from_numpy(obs),
             "actions": torch.from_numpy(act),
             "returns_to_go": torch.from_numpy(rtg[..., None]),
             "rewards": torch.from_numpy(rew[..., None]),
-            "timesteps": torch.from_numpy(ts),
+            "timesteps": torch.from_numpy(np.where(mask, step, 0)),
             "mask": torch.from_numpy(mask),
         }
+
+
+_FAULT_AROUND = 64 * 2**10
+
+
+@dataclass
+class _MappedLayout:
+    """Where each episode's observation and action rows start in the memory-mapped file."""
+
+    buffer: np.ndarray  # (file bytes,) uint8 view of the mapping
+    mapping: mmap.mmap
+    obs: tuple[np.ndarray, np.dtype, tuple[int, ...]]  # (E,) byte offsets, stored dtype, row shape
+    act: tuple[np.ndarray, np.dtype, tuple[int, ...]]
+    returns: np.ndarray  # (N,) float32 scaled returns-to-go of every step, episodes end to end
+    rewards: np.ndarray  # (N,) float32 scaled rewards
+
+    @classmethod
+    def build(cls, windows: LazyTrajectoryWindows) -> _MappedLayout:
+        fields = [_fields(raw) for raw in windows.raw]  # per episode: (offset, dtype, shape) x 3
+        returns = np.empty(windows.num_steps, dtype=np.float32)  # (N,)
+        rewards = np.empty(windows.num_steps, dtype=np.float32)  # (N,)
+        fd = os.open(windows.path, os.O_RDONLY)
+        try:
+            # Rewards by positioned reads, not through the mapping, which would keep their pages.
+            for e, f in enumerate(fields):
+                lo, hi = int(windows.begins[e]), int(windows.ends[e])
+                offset, dtype, _ = f[2]
+                stored = np.frombuffer(os.pread(fd, (hi - lo) * dtype.itemsize, offset), dtype=dtype)
+                returns[lo:hi], rewards[lo:hi] = windows._returns(stored)
+            mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)  # the mapping keeps the file
+        return cls(
+            buffer=np.frombuffer(mapping, dtype=np.uint8),
+            mapping=mapping,
+            obs=_column(fields, 0),
+            act=_column(fields, 1),
+            returns=returns,
+            rewards=rewards,
+        )
+
+    def gather(
+        self, windows: LazyTrajectoryWindows, episode: np.ndarray, step: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Observations (B, K, D) float32 and actions of rows ``step`` (B, K) of ``episode`` (B,)."""
+        obs = self._rows(self.obs, episode, step).astype(np.float32, copy=False)
+        act = self._rows(self.act, episode, step)
+        act = (
+            act.astype(np.int64).reshape(step.shape)
+            if windows.discrete
+            else act.astype(np.float32, copy=False)
+        )
+        # A page fault maps up to 64 KiB around the page (Linux's fault-around): count that per
+        # window and array, so the resident bytes stay under the bound.
+        row_bytes = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in (self.obs, self.act))
+        windows._touched += len(episode) * (step.shape[1] * row_bytes + 2 * _FAULT_AROUND)
+        if windows._touched > windows.cache_bytes and len(self.buffer) > windows.cache_bytes:
+            # Drop this process's mapped pages (the page cache keeps the file's bytes).
+            self.mapping.madvise(mmap.MADV_DONTNEED)
+            windows._touched = 0
+        return obs, act.reshape(*step.shape, *act.shape[2:])
+
+    def _rows(
+        self, column: tuple[np.ndarray, np.dtype, tuple[int, ...]], episode: np.ndarray, step: np.ndarray
+    ) -> np.ndarray:
+        offsets, dtype, shape = column
+        row = math.prod(shape) * dtype.itemsize
+        start = offsets[episode][:, None] + step * row  # (B, K) byte offset of each row
+        return self._row_views[row][start].view(dtype).reshape(*step.shape, *shape)
+
+    def __post_init__(self) -> None:
+        # Row i of view[n] is the n bytes from byte i: one fancy index then copies every row.
+        self._row_views = {
+            math.prod(shape) * dtype.itemsize: np.lib.stride_tricks.sliding_window_view(
+                self.buffer, math.prod(shape) * dtype.itemsize
+            )
+            for _, dtype, shape in (self.obs, self.act)
+        }
+
+
+def _fields(raw: tuple[RawRead, ...]) -> list[tuple[int, np.dtype, tuple[int, ...]]]:
+    """(file offset, dtype, shape) of observations, actions and rewards, from their reads."""
+    return [(read.offset + at, dtype, shape) for read in raw for at, dtype, shape in read.views]
+
+
+def _column(fields: list, j: int) -> tuple[np.ndarray, np.dtype, tuple[int, ...]]:
+    """Field j of every episode: (E,) offsets, and the one dtype and row shape they share."""
+    kinds = {(f[j][1], f[j][2][1:]) for f in fields}
+    if len(kinds) != 1:
+        raise ValueError(f"episodes store field {_FIELDS[j]!r} with different dtypes or shapes: {kinds}")
+    dtype, row_shape = kinds.pop()
+    return np.array([f[j][0] for f in fields], dtype=np.int64), dtype, row_shape
