@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lit_seqrl.agents import DecisionAgent
+from lit_seqrl.agents.policies import CheckpointPolicy, collect_with_policy, load_policy
 from lit_seqrl.data.collect import rollout_policy
 from lit_seqrl.data.episodes import load_offline_dataset
-from lit_seqrl.data.policies import CheckpointPolicy, collect_with_policy, load_policy
 from tests.helpers import run_cli
 
 POLICY_FILE = """

@@ -26,9 +26,9 @@ from lit_seqrl.agents.base import SeqRLAgent, adamw, lr_factor, param_groups
 from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.backbones.layers import Dropout
+from lit_seqrl.data.scores import normalized_score
 from lit_seqrl.evaluation.callbacks import RolloutEvaluation
 from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
-from lit_seqrl.evaluation.scores import normalized_score
 from lit_seqrl.registry import build_backbone
 
 TokenLayout = Literal["interleaved", "stacked"]

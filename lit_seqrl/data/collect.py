@@ -10,23 +10,18 @@ that loads) and locked per id (concurrent callers generate a dataset once).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from lit_seqrl.data.catalogue import DEFAULT_DATASETS, QUALITIES, DefaultDatasetSpec
 from lit_seqrl.data.controllers import CartPoleController, PendulumController
-from lit_seqrl.data.episodes import (
-    DatasetNotFoundError,
-    Episode,
-    OfflineDataset,
-    _find_data_path,
-    _missing_message,
-    load_offline_dataset,
-)
+from lit_seqrl.data.episodes import Episode, OfflineDataset, load_offline_dataset
+from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
+from lit_seqrl.data.progress import progress_bar
 from lit_seqrl.data.store import dataset_lock, is_stored, write_dataset, write_locked
 
 __all__ = [
@@ -42,7 +37,6 @@ __all__ = [
 
 Policy = Callable[[np.ndarray], Any]
 
-QUALITIES = ("random", "medium", "expert")
 # Episode j of quality q resets with seed + _SEED_STRIDE * QUALITIES.index(q) + j, in every
 # default dataset of an env: the qualities never share start states, and a smaller dataset's
 # episodes are a prefix of a larger one's.
@@ -72,40 +66,6 @@ QUALITY_SETTINGS: dict[str, dict[str, Quality]] = {
         "medium": Quality(CartPoleController, epsilon=0.45),  # about 195
         "expert": Quality(CartPoleController),  # 500
     },
-}
-
-
-@dataclass(frozen=True)
-class DefaultDatasetSpec:
-    """A built-in dataset: which env, how many episodes of each quality, base seed."""
-
-    env_id: str
-    mixture: Mapping[str, int]
-    seed: int
-    description: str
-
-    @property
-    def num_episodes(self) -> int:
-        return sum(self.mixture.values())
-
-
-def _specs(env_id: str, name: str, seed: int) -> dict[str, DefaultDatasetSpec]:
-    mixed = {q: 100 for q in QUALITIES}
-    out = {
-        f"lit_seqrl/{name}/mixed-v0": DefaultDatasetSpec(
-            env_id, mixed, seed, f"{env_id}: 100 episodes each of random, medium and expert scripted control"
-        )
-    }
-    for q in QUALITIES:
-        out[f"lit_seqrl/{name}/{q}-v0"] = DefaultDatasetSpec(
-            env_id, {q: 200}, seed, f"{env_id}: 200 episodes of {q}-quality scripted control"
-        )
-    return out
-
-
-DEFAULT_DATASETS: dict[str, DefaultDatasetSpec] = {
-    **_specs("Pendulum-v1", "pendulum", seed=0),
-    **_specs("CartPole-v1", "cartpole", seed=0),
 }
 
 
@@ -215,7 +175,7 @@ def collect_dataset(
         # Checked under the lock: a caller that waited finds the first caller's result.
         if is_stored(dataset_id) and not overwrite:
             return load_offline_dataset(dataset_id)
-        with _progress_bar(f"Generating {dataset_id}", sum(mixture.values()), enabled=progress) as advance:
+        with progress_bar(f"Generating {dataset_id}", sum(mixture.values()), enabled=progress) as advance:
             by_quality = {q: _rollout_quality(spec, q, n, advance) for q, n in mixture.items() if n > 0}
         ref_min = _reference_return(spec, "random", by_quality, n_ref)
         ref_max = _reference_return(spec, "expert", by_quality, n_ref)
@@ -238,10 +198,10 @@ def ensure_dataset(dataset_id: str, *, progress: bool = True) -> None:
 
     Raises DatasetNotFoundError (with how to get it) for any other missing id or path.
     """
-    if _find_data_path(dataset_id) is not None:
+    if find_data_path(dataset_id) is not None:
         return
     if dataset_id not in DEFAULT_DATASETS:
-        raise DatasetNotFoundError(_missing_message(dataset_id))
+        raise DatasetNotFoundError(missing_message(dataset_id))
     collect_dataset(dataset_id, progress=progress)
 
 
@@ -279,18 +239,3 @@ def _scale_mixture(mixture: Mapping[str, int], total: int) -> dict[str, int]:
     for q in by_remainder[: total - sum(counts.values())]:
         counts[q] += 1
     return counts
-
-
-@contextlib.contextmanager
-def _progress_bar(title: str, total: int, *, enabled: bool) -> Iterator[Callable[[Episode], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    # stderr: stdout is kept for machine-readable output (e.g. evaluate's JSON line).
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(title, total=total)
-        yield lambda _ep: bar.advance(task)

@@ -19,8 +19,8 @@ from lit_seqrl.data.lazy import (
     streaming_obs_stats,
 )
 from lit_seqrl.data.loader import ResumableDataLoader
+from lit_seqrl.data.scores import reference_for
 from lit_seqrl.data.windows import TrajectoryWindows, collate_windows, observation_stats, split_episodes
-from lit_seqrl.evaluation.scores import reference_for
 
 
 class OfflineTrajectoryDataModule(L.LightningDataModule):

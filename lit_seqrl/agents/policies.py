@@ -22,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from lit_seqrl.data.collect import _progress_bar, rollout_policy
+from lit_seqrl.agents.base import load_agent
+from lit_seqrl.agents.decision import DecisionAgent
+from lit_seqrl.agents.decision_policy import DecisionPolicy
+from lit_seqrl.data.collect import rollout_policy
 from lit_seqrl.data.episodes import OfflineDataset, load_offline_dataset
+from lit_seqrl.data.progress import progress_bar
 from lit_seqrl.data.store import write_dataset
 
 __all__ = ["CheckpointPolicy", "collect_with_policy", "load_policy"]
@@ -36,10 +40,9 @@ class CheckpointPolicy:
     so the agent sees its episode as it did in evaluation.
     """
 
-    def __init__(self, agent: Any, target_return: float | None = None, mode: str | None = None) -> None:
-        from lit_seqrl.agents.decision import DecisionAgent
-        from lit_seqrl.agents.decision_policy import DecisionPolicy
-
+    def __init__(
+        self, agent: DecisionAgent, target_return: float | None = None, mode: str | None = None
+    ) -> None:
         if not isinstance(agent, DecisionAgent):
             raise ValueError(
                 f"--policy ckpt: needs a DecisionAgent/BCAgent checkpoint, got a {type(agent).__name__}"
@@ -90,8 +93,6 @@ def load_policy(
 ) -> Callable[[np.ndarray], Any]:
     """The policy named by ``spec`` (see the module docstring)."""
     if spec.startswith("ckpt:"):
-        from lit_seqrl.agents.base import load_agent
-
         return CheckpointPolicy(load_agent(spec[len("ckpt:") :], map_location=device), target_return, mode)
     if target_return is not None:
         raise ValueError("--target_return applies to ckpt: policies only")
@@ -121,7 +122,7 @@ def collect_with_policy(
     env_id = env_id or getattr(fn, "env_id", None)
     if not env_id:
         raise ValueError("--env is required for a callable policy (a gymnasium env id)")
-    with _progress_bar(f"Rolling out {policy}", episodes, enabled=progress) as advance:
+    with progress_bar(f"Rolling out {policy}", episodes, enabled=progress) as advance:
         eps = rollout_policy(
             env_id, fn, episodes, seed, action_noise=action_noise, epsilon=epsilon, on_episode=advance
         )

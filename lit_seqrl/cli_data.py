@@ -1,4 +1,4 @@
-"""``lit-seqrl data collect | import | info | list``."""
+"""``lit-seqrl data collect | import | info | list``: the command-line side of ``lit_seqrl.data``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from lit_seqrl.agents.policies import collect_with_policy
 from lit_seqrl.data.collect import collect_dataset
 from lit_seqrl.data.episodes import load_offline_dataset
 from lit_seqrl.data.importers import import_dataset
@@ -28,8 +29,6 @@ def collect(
 ) -> None:
     """Generate a built-in dataset, or roll out ``policy`` into dataset ``id`` (a progress bar shows the episodes)."""
     if policy is not None:
-        from lit_seqrl.data.policies import collect_with_policy
-
         dataset_id = id or dataset_id
         if dataset_id is None:
             raise ValueError("--policy needs --id, the dataset id to store the rollouts as")
