@@ -19,6 +19,7 @@ import numpy as np
 
 from lit_seqrl.data.catalogue import DEFAULT_DATASETS, QUALITIES, DefaultDatasetSpec
 from lit_seqrl.data.controllers import CartPoleController, PendulumController
+from lit_seqrl.data.env_loop import VectorPolicy, as_vector_policy
 from lit_seqrl.data.episodes import Episode, OfflineDataset, load_offline_dataset
 from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
 from lit_seqrl.data.progress import progress_bar
@@ -71,7 +72,7 @@ QUALITY_SETTINGS: dict[str, dict[str, Quality]] = {
 
 def rollout_policy(
     env_id: str,
-    policy: Policy,
+    policy: VectorPolicy | Policy,
     num_episodes: int,
     seed: int,
     action_noise: float = 0.0,
@@ -84,18 +85,19 @@ def rollout_policy(
 
     Per step, with probability ``epsilon`` a uniformly random action replaces the policy's;
     otherwise Box actions get Gaussian noise of std ``action_noise`` x half the action range,
-    clipped to the bounds (ignored for Discrete). The policy is called every step, even when
-    its action is replaced, so a stateful policy sees every observation.
+    clipped to the bounds (ignored for Discrete). The policy acts every step, even when its
+    action is replaced, so a stateful policy sees every observation.
 
     Args:
-        policy: observation (obs_dim,) -> action ((act_dim,) array for Box, int for Discrete).
-            A stateful policy may also have ``reset()``, called before each episode, and
-            ``observe(reward)``, called after each step (e.g. a return-conditioned agent).
+        policy: a :class:`~lit_seqrl.data.env_loop.VectorPolicy` driven over one env (row 0),
+            e.g. a return-conditioned agent, or a function of one observation (obs_dim,) ->
+            action ((act_dim,) array for Box, int for Discrete).
         on_episode: called with each finished episode (e.g. to advance a progress bar).
 
     Returns:
         Episodes with ids 0..num_episodes-1.
     """
+    policy = as_vector_policy(policy)
     env = gym.make(env_id, max_episode_steps=max_episode_steps)
     space = env.action_space
     discrete = isinstance(space, gym.spaces.Discrete)
@@ -108,12 +110,11 @@ def rollout_policy(
             # A separate stream from the env's own (which reset seeds with the same integer).
             rng = np.random.default_rng([seed + i, 0x5EED])
             obs, _ = env.reset(seed=seed + i)
-            if hasattr(policy, "reset"):
-                policy.reset()
+            policy.reset(np.ones(1, dtype=bool))
             observations, actions, rewards = [obs], [], []
             terminated = truncated = False
             while not (terminated or truncated):
-                action = policy(obs)
+                action = policy.act(np.asarray(obs)[None])[0]
                 if discrete:
                     action = int(action)
                     if epsilon > 0 and rng.random() < epsilon:
@@ -126,8 +127,7 @@ def rollout_policy(
                         action = action + action_noise * half_range * rng.standard_normal(space.shape)
                     action = np.clip(action, low, high).astype(np.float32)
                 obs, reward, terminated, truncated, _ = env.step(action)
-                if hasattr(policy, "observe"):
-                    policy.observe(float(reward))
+                policy.observe(np.array([reward], dtype=np.float64))
                 observations.append(obs)
                 actions.append(action)
                 rewards.append(reward)
