@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import minari
 import numpy as np
 from rich.console import Console
@@ -20,21 +22,15 @@ def collect(
     policy: str | None = None,
     env: str | None = None,
     id: str | None = None,
-    episodes: int = 100,
-    seed: int = 0,
-    action_noise: float = 0.0,
-    epsilon: float = 0.0,
-    target_return: float | None = None,
-    mode: str | None = None,
+    **rollout: Any,
 ) -> None:
-    """Generate a built-in dataset, or roll out ``policy`` into dataset ``id`` (a progress bar shows the episodes)."""
+    """Generate a built-in dataset, or roll out ``policy`` into dataset ``id`` (a progress bar shows
+    the episodes); ``rollout`` holds the other arguments of :func:`collect_with_policy`."""
     if policy is not None:
         dataset_id = id or dataset_id
         if dataset_id is None:
             raise ValueError("--policy needs --id, the dataset id to store the rollouts as")
-        data = collect_with_policy(
-            policy, dataset_id, env, episodes, seed, action_noise, epsilon, target_return, mode, overwrite
-        )
+        data = collect_with_policy(policy, dataset_id, env, overwrite=overwrite, **rollout)
     elif dataset_id is None:
         raise ValueError("name a built-in dataset to generate, or a --policy to roll out (with --id)")
     else:
