@@ -1,7 +1,8 @@
 """Offline episodes: loading minari datasets into plain numpy arrays.
 
-Everything downstream (windows, DataModule, agents) sees only :class:`Episode` and
-:class:`OfflineDataset`; minari is touched here and in ``collect.py`` only.
+Everything downstream (windows, DataModule, replay, agents) sees only :class:`Episode` and
+:class:`OfflineDataset`; minari is touched by the data modules that read and write stores
+(here, ``lazy.py``, ``paths.py``, ``store.py``, ``importers.py``).
 """
 
 from __future__ import annotations
