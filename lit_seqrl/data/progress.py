@@ -13,13 +13,18 @@ __all__ = ["progress_bar"]
 
 
 @contextlib.contextmanager
-def progress_bar(title: str, total: int, *, enabled: bool) -> Iterator[Callable[[Any], None] | None]:
-    """Yields ``advance(item)`` to call once per finished item, or None when not ``enabled``."""
+def progress_bar(
+    title: str, total: int, *, enabled: bool, transient: bool = False
+) -> Iterator[Callable[[Any], None] | None]:
+    """Yields ``advance(item)`` to call once per finished item, or None when not ``enabled``.
+
+    ``transient``: the bar disappears when done (e.g. before a results table is printed).
+    """
     if not enabled:
         yield None
         return
     # stderr: stdout is kept for machine-readable output (e.g. evaluate's JSON line).
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
         task = bar.add_task(title, total=total)
         yield lambda _item: bar.advance(task)

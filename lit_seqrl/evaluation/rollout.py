@@ -13,9 +13,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from rich.progress import Progress
 
 from lit_seqrl.data.env_loop import VectorPolicy, episode_success, success_rate
+from lit_seqrl.data.progress import progress_bar
 
 __all__ = [
     "EpisodeResult",
@@ -94,8 +94,7 @@ def run_episodes(
     try:
         obs, _ = envs.reset(seed=[int(seed + e) for e in current])
         policy.reset(np.ones(m, dtype=bool))
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"evaluating {env_id}", total=episodes)
+        with progress_bar(f"evaluating {env_id}", episodes, enabled=progress, transient=True) as advance:
             while active.any():
                 actions = policy.act(obs)
                 obs, rewards, terminated, truncated, infos = envs.step(actions)
@@ -115,7 +114,8 @@ def run_episodes(
                             episode_success(infos, row),
                         )
                     )
-                    bar.advance(task)
+                    if advance is not None:
+                        advance(results[-1])
                     if queue[row]:
                         current[row] = queue[row].pop(0)
                     else:
