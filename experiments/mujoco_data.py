@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lit_seqrl.data.collect import rollout_policy
 from lit_seqrl.data.episodes import Episode, load_offline_dataset
+from lit_seqrl.data.scores import D4RL_REFERENCE, normalized_score
 from lit_seqrl.data.store import is_stored, write_dataset
-from lit_seqrl.evaluation.scores import D4RL_REFERENCE, normalized_score
 
 ENVS = {
     "hopper": ("Hopper-v5", "Hopper"),

@@ -132,7 +132,7 @@ def run_evaluate(argv: list[str]) -> dict[str, Any]:
 
 
 def _data_parser() -> ArgumentParser:
-    from lit_seqrl.data.collect import DEFAULT_DATASETS
+    from lit_seqrl.data.catalogue import DEFAULT_DATASETS
 
     p = ArgumentParser(prog="lit-seqrl data", description="Offline datasets (stored as minari datasets).")
     sub = p.add_subcommands(required=True)
@@ -189,7 +189,7 @@ def _data_parser() -> ArgumentParser:
 
 
 def run_data(argv: list[str]) -> None:
-    from lit_seqrl.data import commands
+    from lit_seqrl import cli_data as commands
 
     cfg = _data_parser().parse_args(argv)
     name = cfg.subcommand

@@ -67,7 +67,8 @@ class OnlineRecorder(Callback):
         collector = pl_module._collector
         replay = hashlib.sha1()
         for episode in collector.buffer._episodes:
-            replay.update(episode.obs.tobytes() + episode.actions.tobytes())
+            replay.update(episode.observations.tobytes() + episode.final_observation.tobytes())
+            replay.update(episode.actions.tobytes())
         weights = hashlib.sha1()
         for tensor in pl_module.q_net.state_dict().values():
             weights.update(tensor.detach().cpu().numpy().tobytes())

@@ -20,7 +20,7 @@ from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.callbacks import NonFiniteLossError
 from lit_seqrl.cli import main
 from lit_seqrl.data import OfflineTrajectoryDataModule
-from lit_seqrl.data.collect import DEFAULT_DATASETS
+from lit_seqrl.data.catalogue import DEFAULT_DATASETS
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.importers import import_dataset
 from lit_seqrl.data.store import write_dataset

@@ -92,9 +92,11 @@ def test_bc_has_no_return_tokens_and_ignores_returns():
         BCAgent(backbone=TINY, data_spec=SPEC, return_conditioned=True)
 
 
-def test_bc_evaluates_one_row_whatever_the_targets():
+@pytest.mark.parametrize("make", [BCAgent, lambda **kw: DecisionAgent(return_conditioned=False, **kw)])
+def test_bc_evaluates_one_row_whatever_the_targets(make):
+    """BCAgent, and any unconditioned DecisionAgent, ignore target returns: one row."""
     torch.manual_seed(0)
-    agent = BCAgent(backbone={"name": "dc", "d_model": 8, "n_layers": 1}, data_spec=SPEC)
+    agent = make(backbone={"name": "dc", "d_model": 8, "n_layers": 1}, data_spec=SPEC)
     report = agent.evaluate_policy(episodes=1, num_envs=1, target_returns=[-100.0, -500.0])
     assert report["return_conditioned"] is False and len(report["results"]) == 1
     row = report["results"][0]

@@ -21,12 +21,8 @@ from lit_seqrl.data.collect import (
     write_dataset,
 )
 from lit_seqrl.data.controllers import CartPoleController, PendulumController
-from lit_seqrl.data.episodes import (
-    DatasetNotFoundError,
-    datasets_root,
-    describe_dataset,
-    load_offline_dataset,
-)
+from lit_seqrl.data.episodes import describe_dataset, load_offline_dataset
+from lit_seqrl.data.paths import DatasetNotFoundError, datasets_root
 
 PENDULUM = "lit_seqrl/pendulum/mixed-v0"
 CARTPOLE = "lit_seqrl/cartpole/mixed-v0"

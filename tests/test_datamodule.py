@@ -198,3 +198,28 @@ def test_evaluate_from_the_checkpoint_alone_gives_the_same_episodes(fitted, tmp_
     row, ref = report["results"][0], expected["results"][0]
     assert row["return_mean"] == pytest.approx(ref["return_mean"], rel=1e-6)
     assert row["length_mean"] == ref["length_mean"] == 200
+
+
+def test_the_data_package_loads_nothing_from_the_layers_above_it():
+    """data/ sits below agents/, evaluation/ and the CLI: importing every data module (in a fresh
+    interpreter, after the package root and its backbone registry) loads none of them."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import lit_seqrl.data
+
+    modules = [f"lit_seqrl.data.{m.name}" for m in pkgutil.iter_modules(lit_seqrl.data.__path__)]
+    code = (
+        "import importlib, sys\n"
+        "import lit_seqrl\n"
+        "before = set(sys.modules)\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(' '.join(sorted(m for m in set(sys.modules) - before if m.startswith('lit_seqrl.'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "lit_seqrl.data.datamodule" in loaded and "lit_seqrl.data.collect" in loaded
+    above = [m for m in loaded if m.split(".")[1] in ("agents", "evaluation", "backbones", "cli", "cli_data")]
+    assert not above, f"data modules import higher layers: {above}"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lit_seqrl.agents import DecisionAgent
+from lit_seqrl.agents.policies import CheckpointPolicy, collect_with_policy, load_policy
 from lit_seqrl.data.collect import rollout_policy
 from lit_seqrl.data.episodes import load_offline_dataset
-from lit_seqrl.data.policies import CheckpointPolicy, collect_with_policy, load_policy
 from tests.helpers import run_cli
 
 POLICY_FILE = """
@@ -79,22 +79,23 @@ def test_bad_policy_specs_are_clear_errors(root):
 
 
 def test_stateful_policies_get_reset_and_rewards():
-    class Counting:
+    class Counting:  # a VectorPolicy over one env
         def __init__(self):
-            self.resets, self.rewards = 0, []
+            self.resets, self.rewards = [], []
 
-        def reset(self):
-            self.resets += 1
+        def reset(self, rows):
+            self.resets.append(rows.tolist())
 
-        def __call__(self, obs):
-            return 0
+        def act(self, obs):
+            assert obs.shape == (1, 4)
+            return np.zeros(1, dtype=np.int64)
 
-        def observe(self, reward):
-            self.rewards.append(reward)
+        def observe(self, rewards):
+            self.rewards.extend(rewards.tolist())
 
     policy = Counting()
     episodes = rollout_policy("CartPole-v1", policy, 2, seed=0)
-    assert policy.resets == 2
+    assert policy.resets == [[True], [True]]
     assert policy.rewards == [r for ep in episodes for r in ep.rewards.tolist()]
 
 
@@ -121,7 +122,7 @@ def test_collect_from_a_checkpoint(root, tmp_path):
     data = collect_with_policy(f"ckpt:{ckpt}", "test/pend/dt-v0", episodes=2, epsilon=0.1, progress=False)
     assert data.env_id == "Pendulum-v1" and [ep.length for ep in data.episodes] == [200, 200]
     # The policy's return-to-go followed the rewards it observed: it conditions like evaluation does.
-    policy.reset()
-    policy(np.zeros(3, dtype=np.float32))
-    policy.observe(-5.0)
-    assert float(policy.policy.rtg[0]) == pytest.approx((-300.0 + 5.0) * 0.01)
+    policy.reset(np.ones(1, dtype=bool))
+    policy.act(np.zeros((1, 3), dtype=np.float32))
+    policy.observe(np.array([-5.0]))
+    assert float(policy.rtg[0]) == pytest.approx((-300.0 + 5.0) * 0.01)

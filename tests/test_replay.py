@@ -112,6 +112,9 @@ class ScriptedActor:
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.full(len(obs), self.action)
 
+    def observe(self, rewards: np.ndarray) -> None:
+        pass
+
 
 def test_collector_stores_whole_episodes_and_resets_finished_rows() -> None:
     from lit_seqrl.data.online import EnvCollector
@@ -135,4 +138,6 @@ def test_collector_stores_whole_episodes_and_resets_finished_rows() -> None:
     assert batch["mask"].all() and (batch["dones"] == 0).all(), "truncated episodes are not terminal"
     assert (batch["actions"] == 0).all()
     again, _, _ = run(seed=0)
-    assert [e.obs.tolist() for e in again._episodes] == [e.obs.tolist() for e in buf._episodes]
+    assert [e.observations.tolist() for e in again._episodes] == [
+        e.observations.tolist() for e in buf._episodes
+    ]

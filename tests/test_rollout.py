@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from lit_seqrl.data.scores import normalized_score, reference_for
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
-from lit_seqrl.evaluation.scores import normalized_score, reference_for
 
 
 class BangBang:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from lit_seqrl.agents.decision import DecisionAgent, EvalMode
+from lit_seqrl.agents.decision import DecisionAgent
 
 
 class BCAgent(DecisionAgent):
@@ -33,21 +31,3 @@ class BCAgent(DecisionAgent):
             raise ValueError("BCAgent is never return-conditioned; use DecisionAgent for that")
         kwargs.pop("target_returns", None)
         super().__init__(return_conditioned=False, **kwargs)
-
-    @torch.no_grad()
-    def evaluate_policy(
-        self,
-        episodes: int = 10,
-        num_envs: int = 10,
-        seed: int = 0,
-        target_returns: list[float] | None = None,
-        mode: EvalMode | None = None,
-        progress: bool = False,
-        env_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Unconditioned rollouts: one row of results (``target_returns`` is accepted and ignored)."""
-        report = self._rollouts([0.0], episodes, num_envs, seed, mode, progress, env_id)  # 0: never embedded
-        dataset_target = (self.spec.get("target_returns") or [None])[0]
-        report["results"][0]["target_return"] = None if dataset_target is None else float(dataset_target)
-        report["return_conditioned"] = False
-        return report

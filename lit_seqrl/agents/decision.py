@@ -26,9 +26,9 @@ from lit_seqrl.agents.base import SeqRLAgent, adamw, lr_factor, param_groups
 from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.backbones.layers import Dropout
+from lit_seqrl.data.scores import normalized_score
 from lit_seqrl.evaluation.callbacks import RolloutEvaluation
 from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
-from lit_seqrl.evaluation.scores import normalized_score
 from lit_seqrl.registry import build_backbone
 
 TokenLayout = Literal["interleaved", "stacked"]
@@ -365,9 +365,20 @@ class DecisionAgent(SeqRLAgent):
         progress: bool = False,
         env_id: str | None = None,
     ) -> dict[str, Any]:
-        """Return-conditioned rollouts on a vector env, one row of results per target return."""
-        targets = target_returns or self.default_target_returns()
-        return self._rollouts(targets, episodes, num_envs, seed, mode, progress, env_id)
+        """Rollouts on a vector env, one row of results per target return.
+
+        An unconditioned policy (``return_conditioned=False``, e.g. :class:`BCAgent`) ignores the
+        target returns: one row, labelled with the data's default target (the best training
+        return) so tables line up with DT's, and the report says ``"return_conditioned": false``.
+        """
+        if self.hparams.return_conditioned:
+            targets = target_returns or self.default_target_returns()
+            return self._rollouts(targets, episodes, num_envs, seed, mode, progress, env_id)
+        report = self._rollouts([0.0], episodes, num_envs, seed, mode, progress, env_id)  # 0: never embedded
+        dataset_target = (self.spec.get("target_returns") or [None])[0]
+        report["results"][0]["target_return"] = None if dataset_target is None else float(dataset_target)
+        report["return_conditioned"] = False
+        return report
 
     def _rollouts(
         self,

@@ -37,7 +37,7 @@ class _Compiled:
 
 
 class DecisionPolicy:
-    """A :class:`lit_seqrl.evaluation.rollout.VectorPolicy` conditioned on one target return.
+    """A :class:`lit_seqrl.data.env_loop.VectorPolicy` conditioned on one target return.
 
     ``compile`` (default: the agent's ``eval_compile``) acts through ``torch.compile`` of the
     agent's forward in window mode; recurrent mode always runs eagerly.

@@ -36,6 +36,7 @@ import lit_seqrl.envs  # noqa: F401  (registers our environments for gym.make)
 from lit_seqrl.agents.base import SeqRLAgent, adamw, param_groups
 from lit_seqrl.agents.callbacks import StopOnNonFiniteLoss
 from lit_seqrl.agents.dtqn_policy import ActMode, HistoryActor, QNetwork
+from lit_seqrl.data.env_loop import success_rate
 from lit_seqrl.data.online import EnvCollector, ReplayStream, flat_obs_dim
 from lit_seqrl.data.replay import EpisodicReplay
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
@@ -178,7 +179,7 @@ class DTQNAgent(SeqRLAgent):
         self.context = context_len if spec is not None else 1  # DQN: one observation
         self.q_net = QNetwork(self.obs_dim, self.n_actions, width, encoder, self.context, pos_embedding)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self._recent: deque[dict[str, float]] = deque(maxlen=20)  # recent training episodes
+        self._recent: deque[dict[str, float | None]] = deque(maxlen=20)  # recent training episodes
         self._collector: EnvCollector | None = None
 
     # ----------------------------------------------------------------- pieces
@@ -256,7 +257,9 @@ class DTQNAgent(SeqRLAgent):
                 prog_bar=True,
                 batch_size=B,
             )
-            self.log("train/success_rate", sum(e["success"] for e in self._recent) / n, batch_size=B)
+            rate = success_rate([e["success"] for e in self._recent])
+            if rate is not None:  # the same rule as eval/success_rate: only envs that report success
+                self.log("train/success_rate", rate, batch_size=B)
             self.log("train/episode_length", sum(e["length"] for e in self._recent) / n, batch_size=B)
         return loss
 

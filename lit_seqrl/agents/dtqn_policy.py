@@ -119,7 +119,7 @@ def _put_rows(state: State, rows: Tensor, sub: State) -> State:
 class HistoryActor:
     """Greedy actions for ``N`` environments from their observation histories (see module doc).
 
-    Implements the rollout protocol (``reset(rows)``, ``act(obs)``, ``observe(rewards)``); ``N``
+    A :class:`~lit_seqrl.data.env_loop.VectorPolicy` (``reset(rows)``, ``act(obs)``, ``observe(rewards)``); ``N``
     is taken from the first ``reset``. With ``obs_space`` given, raw observations are flattened
     (one-hot for discrete parts) exactly as during training.
     """

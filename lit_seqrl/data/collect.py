@@ -10,23 +10,19 @@ that loads) and locked per id (concurrent callers generate a dataset once).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from lit_seqrl.data.catalogue import DEFAULT_DATASETS, QUALITIES, DefaultDatasetSpec
 from lit_seqrl.data.controllers import CartPoleController, PendulumController
-from lit_seqrl.data.episodes import (
-    DatasetNotFoundError,
-    Episode,
-    OfflineDataset,
-    _find_data_path,
-    _missing_message,
-    load_offline_dataset,
-)
+from lit_seqrl.data.env_loop import VectorPolicy, as_vector_policy
+from lit_seqrl.data.episodes import Episode, OfflineDataset, load_offline_dataset
+from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
+from lit_seqrl.data.progress import progress_bar
 from lit_seqrl.data.store import dataset_lock, is_stored, write_dataset, write_locked
 
 __all__ = [
@@ -42,7 +38,6 @@ __all__ = [
 
 Policy = Callable[[np.ndarray], Any]
 
-QUALITIES = ("random", "medium", "expert")
 # Episode j of quality q resets with seed + _SEED_STRIDE * QUALITIES.index(q) + j, in every
 # default dataset of an env: the qualities never share start states, and a smaller dataset's
 # episodes are a prefix of a larger one's.
@@ -75,43 +70,9 @@ QUALITY_SETTINGS: dict[str, dict[str, Quality]] = {
 }
 
 
-@dataclass(frozen=True)
-class DefaultDatasetSpec:
-    """A built-in dataset: which env, how many episodes of each quality, base seed."""
-
-    env_id: str
-    mixture: Mapping[str, int]
-    seed: int
-    description: str
-
-    @property
-    def num_episodes(self) -> int:
-        return sum(self.mixture.values())
-
-
-def _specs(env_id: str, name: str, seed: int) -> dict[str, DefaultDatasetSpec]:
-    mixed = {q: 100 for q in QUALITIES}
-    out = {
-        f"lit_seqrl/{name}/mixed-v0": DefaultDatasetSpec(
-            env_id, mixed, seed, f"{env_id}: 100 episodes each of random, medium and expert scripted control"
-        )
-    }
-    for q in QUALITIES:
-        out[f"lit_seqrl/{name}/{q}-v0"] = DefaultDatasetSpec(
-            env_id, {q: 200}, seed, f"{env_id}: 200 episodes of {q}-quality scripted control"
-        )
-    return out
-
-
-DEFAULT_DATASETS: dict[str, DefaultDatasetSpec] = {
-    **_specs("Pendulum-v1", "pendulum", seed=0),
-    **_specs("CartPole-v1", "cartpole", seed=0),
-}
-
-
 def rollout_policy(
     env_id: str,
-    policy: Policy,
+    policy: VectorPolicy | Policy,
     num_episodes: int,
     seed: int,
     action_noise: float = 0.0,
@@ -124,18 +85,19 @@ def rollout_policy(
 
     Per step, with probability ``epsilon`` a uniformly random action replaces the policy's;
     otherwise Box actions get Gaussian noise of std ``action_noise`` x half the action range,
-    clipped to the bounds (ignored for Discrete). The policy is called every step, even when
-    its action is replaced, so a stateful policy sees every observation.
+    clipped to the bounds (ignored for Discrete). The policy acts every step, even when its
+    action is replaced, so a stateful policy sees every observation.
 
     Args:
-        policy: observation (obs_dim,) -> action ((act_dim,) array for Box, int for Discrete).
-            A stateful policy may also have ``reset()``, called before each episode, and
-            ``observe(reward)``, called after each step (e.g. a return-conditioned agent).
+        policy: a :class:`~lit_seqrl.data.env_loop.VectorPolicy` driven over one env (row 0),
+            e.g. a return-conditioned agent, or a function of one observation (obs_dim,) ->
+            action ((act_dim,) array for Box, int for Discrete).
         on_episode: called with each finished episode (e.g. to advance a progress bar).
 
     Returns:
         Episodes with ids 0..num_episodes-1.
     """
+    policy = as_vector_policy(policy)
     env = gym.make(env_id, max_episode_steps=max_episode_steps)
     space = env.action_space
     discrete = isinstance(space, gym.spaces.Discrete)
@@ -148,12 +110,11 @@ def rollout_policy(
             # A separate stream from the env's own (which reset seeds with the same integer).
             rng = np.random.default_rng([seed + i, 0x5EED])
             obs, _ = env.reset(seed=seed + i)
-            if hasattr(policy, "reset"):
-                policy.reset()
+            policy.reset(np.ones(1, dtype=bool))
             observations, actions, rewards = [obs], [], []
             terminated = truncated = False
             while not (terminated or truncated):
-                action = policy(obs)
+                action = policy.act(np.asarray(obs)[None])[0]
                 if discrete:
                     action = int(action)
                     if epsilon > 0 and rng.random() < epsilon:
@@ -166,8 +127,7 @@ def rollout_policy(
                         action = action + action_noise * half_range * rng.standard_normal(space.shape)
                     action = np.clip(action, low, high).astype(np.float32)
                 obs, reward, terminated, truncated, _ = env.step(action)
-                if hasattr(policy, "observe"):
-                    policy.observe(float(reward))
+                policy.observe(np.array([reward], dtype=np.float64))
                 observations.append(obs)
                 actions.append(action)
                 rewards.append(reward)
@@ -215,7 +175,7 @@ def collect_dataset(
         # Checked under the lock: a caller that waited finds the first caller's result.
         if is_stored(dataset_id) and not overwrite:
             return load_offline_dataset(dataset_id)
-        with _progress_bar(f"Generating {dataset_id}", sum(mixture.values()), enabled=progress) as advance:
+        with progress_bar(f"Generating {dataset_id}", sum(mixture.values()), enabled=progress) as advance:
             by_quality = {q: _rollout_quality(spec, q, n, advance) for q, n in mixture.items() if n > 0}
         ref_min = _reference_return(spec, "random", by_quality, n_ref)
         ref_max = _reference_return(spec, "expert", by_quality, n_ref)
@@ -238,10 +198,10 @@ def ensure_dataset(dataset_id: str, *, progress: bool = True) -> None:
 
     Raises DatasetNotFoundError (with how to get it) for any other missing id or path.
     """
-    if _find_data_path(dataset_id) is not None:
+    if find_data_path(dataset_id) is not None:
         return
     if dataset_id not in DEFAULT_DATASETS:
-        raise DatasetNotFoundError(_missing_message(dataset_id))
+        raise DatasetNotFoundError(missing_message(dataset_id))
     collect_dataset(dataset_id, progress=progress)
 
 
@@ -279,18 +239,3 @@ def _scale_mixture(mixture: Mapping[str, int], total: int) -> dict[str, int]:
     for q in by_remainder[: total - sum(counts.values())]:
         counts[q] += 1
     return counts
-
-
-@contextlib.contextmanager
-def _progress_bar(title: str, total: int, *, enabled: bool) -> Iterator[Callable[[Episode], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    # stderr: stdout is kept for machine-readable output (e.g. evaluate's JSON line).
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(title, total=total)
-        yield lambda _ep: bar.advance(task)

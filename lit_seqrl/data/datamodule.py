@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_seqrl.data.collect import ensure_dataset
 from lit_seqrl.data.episodes import OfflineDataset, describe_dataset, load_offline_dataset
@@ -18,9 +19,8 @@ from lit_seqrl.data.lazy import (
     scan_offline_dataset,
     streaming_obs_stats,
 )
-from lit_seqrl.data.loader import ResumableDataLoader
+from lit_seqrl.data.scores import reference_for
 from lit_seqrl.data.windows import TrajectoryWindows, collate_windows, observation_stats, split_episodes
-from lit_seqrl.evaluation.scores import reference_for
 
 
 class OfflineTrajectoryDataModule(L.LightningDataModule):
@@ -184,8 +184,9 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         }
 
     def _loader(self, dataset: TrajectoryWindows | LazyTrajectoryWindows) -> DataLoader:
-        # Resumable: a run resumed mid-epoch continues the epoch's windows instead of restarting it.
-        return ResumableDataLoader(
+        # Stateful: Lightning checkpoints the loader's position and the dataset's epoch, so a run
+        # resumed mid-epoch continues the epoch's windows instead of restarting it.
+        return StatefulDataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=False,  # windows are already random draws; a sampler only shards them
@@ -194,6 +195,10 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             # Not persistent: fresh workers each epoch see the epoch set by the agent (set_epoch).
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
+            # Its own generator, seeded by seed_everything: creating an iterator draws its seeds
+            # from here, not from the global RNG, so creating one more loader on resume never
+            # shifts dropout's draws.
+            generator=torch.Generator().manual_seed(torch.initial_seed()),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,33 +1,30 @@
 """Offline episodes: loading minari datasets into plain numpy arrays.
 
-Everything downstream (windows, DataModule, agents) sees only :class:`Episode` and
-:class:`OfflineDataset`; minari is touched here and in ``collect.py`` only.
+Everything downstream (windows, DataModule, replay, agents) sees only :class:`Episode` and
+:class:`OfflineDataset`; minari is touched by the data modules that read and write stores
+(here, ``lazy.py``, ``paths.py``, ``store.py``, ``importers.py``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import gymnasium as gym
 import minari
 import numpy as np
-from minari.storage import get_dataset_path
+
+from lit_seqrl.data.catalogue import DEFAULT_DATASETS
+from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
 
 __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "Episode",
     "OfflineDataset",
-    "datasets_root",
     "describe_dataset",
     "load_offline_dataset",
 ]
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """An offline dataset is neither stored locally nor at the given path."""
 
 
 @dataclass
@@ -112,30 +109,23 @@ class DatasetInfo:
     exists: bool
 
 
-def datasets_root() -> Path:
-    """Directory holding minari datasets (``MINARI_DATASETS_PATH`` or minari's default), read now."""
-    return get_dataset_path()
-
-
 def describe_dataset(source: str) -> DatasetInfo:
     """Dims, env id and reference scores of ``source`` (minari id or dataset directory).
 
     Reads only the dataset's metadata. A built-in default id that is not generated yet is
     described from its environment (``exists=False``). Raises DatasetNotFoundError otherwise.
     """
-    data_path = _find_data_path(source)
+    data_path = find_data_path(source)
     if data_path is None:
-        from lit_seqrl.data.collect import DEFAULT_DATASETS  # collect imports this module
-
         spec = DEFAULT_DATASETS.get(source)
         if spec is None:
-            raise DatasetNotFoundError(_missing_message(source))
+            raise DatasetNotFoundError(missing_message(source))
         env = gym.make(spec.env_id)
         try:
             obs_space, act_space = env.observation_space, env.action_space
         finally:
             env.close()
-        _check_spaces(source, obs_space, act_space)
+        check_spaces(source, obs_space, act_space)
         return DatasetInfo(
             dataset_id=source,
             obs_dim=_obs_dim(obs_space),
@@ -147,14 +137,14 @@ def describe_dataset(source: str) -> DatasetInfo:
             exists=False,
         )
     ds = minari.MinariDataset(data_path)
-    _check_spaces(source, ds.observation_space, ds.action_space)
-    ref_min, ref_max = _ref_scores(ds)
+    check_spaces(source, ds.observation_space, ds.action_space)
+    ref_min, ref_max = reference_scores(ds)
     return DatasetInfo(
         dataset_id=ds.id,
         obs_dim=_obs_dim(ds.observation_space),
         act_dim=_act_dim(ds.action_space),
         discrete=isinstance(ds.action_space, gym.spaces.Discrete),
-        env_id=_env_id(ds),
+        env_id=dataset_env_id(ds),
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         exists=True,
@@ -177,12 +167,12 @@ def load_offline_dataset(source: str) -> OfflineDataset:
         DatasetNotFoundError: nothing there; the message says how to get it.
         ValueError: non-finite values (naming the episode) or unsupported spaces.
     """
-    data_path = _find_data_path(source)
+    data_path = find_data_path(source)
     if data_path is None:
-        raise DatasetNotFoundError(_missing_message(source))
+        raise DatasetNotFoundError(missing_message(source))
     ds = minari.MinariDataset(data_path)
     obs_space, act_space = ds.observation_space, ds.action_space
-    _check_spaces(source, obs_space, act_space)
+    check_spaces(source, obs_space, act_space)
     discrete = isinstance(act_space, gym.spaces.Discrete)
 
     episodes = []
@@ -190,11 +180,11 @@ def load_offline_dataset(source: str) -> OfflineDataset:
         ep = _to_episode(raw, discrete)
         _check_finite(source, ep)
         episodes.append(ep)
-    ref_min, ref_max = _ref_scores(ds)
+    ref_min, ref_max = reference_scores(ds)
     return OfflineDataset(
         episodes=episodes,
         dataset_id=ds.id,
-        env_id=_env_id(ds),
+        env_id=dataset_env_id(ds),
         observation_space=obs_space,
         action_space=act_space,
         ref_min_score=ref_min,
@@ -234,7 +224,8 @@ def _check_finite(source: str, ep: Episode) -> None:
             )
 
 
-def _check_spaces(source: str, obs_space: gym.spaces.Space, act_space: gym.spaces.Space) -> None:
+def check_spaces(source: str, obs_space: gym.spaces.Space, act_space: gym.spaces.Space) -> None:
+    """Raise ValueError unless observations are a 1-D Box and actions a 1-D Box or Discrete."""
     # Sequence models here embed a flat vector per step; images/dicts need their own encoder.
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         raise ValueError(f"dataset {source!r}: only 1-D Box observations are supported, got {obs_space}")
@@ -245,32 +236,8 @@ def _check_spaces(source: str, obs_space: gym.spaces.Space, act_space: gym.space
         )
 
 
-def _find_data_path(source: str) -> Path | None:
-    """The ``data`` directory of ``source`` (a path or an id), or None if there is none."""
-    path = Path(source).expanduser()
-    for candidate in (path / "data", path):
-        if (candidate / "metadata.json").is_file():
-            return candidate
-    # An id is resolved against the root read now, so a changed MINARI_DATASETS_PATH is honoured.
-    candidate = datasets_root() / source / "data"
-    if (candidate / "metadata.json").is_file():
-        return candidate
-    return None
-
-
-def _missing_message(source: str) -> str:
-    from lit_seqrl.data.collect import DEFAULT_DATASETS  # collect imports this module
-
-    where = datasets_root()
-    if source in DEFAULT_DATASETS:
-        return f"dataset {source!r} is not generated yet under {where}; run `lit-seqrl data collect {source}`"
-    looks_like_path = source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
-    if looks_like_path:
-        return f"no minari dataset at {source!r} (expected a directory containing data/metadata.json)"
-    return f"dataset {source!r} not found under {where}; run `minari download {source}`"
-
-
-def _env_id(ds: minari.MinariDataset) -> str | None:
+def dataset_env_id(ds: minari.MinariDataset) -> str | None:
+    """The env a policy trained on ``ds`` is evaluated in, or None when the dataset names none."""
     # The evaluation env is what a policy trained on the data is scored in; fall back to the
     # collection env, which is the same for most datasets.
     eval_spec = ds.storage.metadata.get("eval_env_spec")
@@ -281,7 +248,8 @@ def _env_id(ds: minari.MinariDataset) -> str | None:
     return None if ds.env_spec is None else ds.env_spec.id
 
 
-def _ref_scores(ds: minari.MinariDataset) -> tuple[float | None, float | None]:
+def reference_scores(ds: minari.MinariDataset) -> tuple[float | None, float | None]:
+    """The dataset's stored (random, expert) reference returns; None where absent."""
     meta = ds.storage.metadata
     ref_min, ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
     return (

@@ -28,15 +28,8 @@ import minari
 import numpy as np
 import torch
 
-from lit_seqrl.data.episodes import (
-    DatasetNotFoundError,
-    OfflineDataset,
-    _check_spaces,
-    _env_id,
-    _find_data_path,
-    _missing_message,
-    _ref_scores,
-)
+from lit_seqrl.data.episodes import OfflineDataset, check_spaces, dataset_env_id, reference_scores
+from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
 from lit_seqrl.data.windows import Batch, WindowSampler, delay_rewards, returns_to_go
 
 __all__ = [
@@ -134,7 +127,7 @@ class LazyOfflineDataset(OfflineDataset):
 
 def dataset_bytes(source: str) -> int | None:
     """Size on disk of the stored dataset ``source`` (None if it is not stored)."""
-    data_path = _find_data_path(source)
+    data_path = find_data_path(source)
     if data_path is None:
         return None
     return sum(f.stat().st_size for f in data_path.iterdir() if f.is_file())
@@ -159,20 +152,20 @@ def scan_offline_dataset(source: str) -> LazyOfflineDataset:
     Raises DatasetNotFoundError if nothing is stored there, ValueError for a non-hdf5 dataset,
     unsupported spaces or non-finite rewards.
     """
-    data_path = _find_data_path(source)
+    data_path = find_data_path(source)
     if data_path is None:
-        raise DatasetNotFoundError(_missing_message(source))
+        raise DatasetNotFoundError(missing_message(source))
     ds = minari.MinariDataset(data_path)
-    _check_spaces(source, ds.observation_space, ds.action_space)
+    check_spaces(source, ds.observation_space, ds.action_space)
     path = _hdf5_file(source, data_path)
     # In id order, as minari iterates them (the file's own key order is lexicographic).
     ids = [int(i) for i in ds.episode_indices]
     refs = _in_child(_scan_file, source, path, ids)
-    ref_min, ref_max = _ref_scores(ds)
+    ref_min, ref_max = reference_scores(ds)
     return LazyOfflineDataset(
         episodes=refs,  # type: ignore[arg-type]  # refs stand in for episodes: length, total_return, id
         dataset_id=ds.id,
-        env_id=_env_id(ds),
+        env_id=dataset_env_id(ds),
         observation_space=ds.observation_space,
         action_space=ds.action_space,
         ref_min_score=ref_min,

@@ -1,8 +1,8 @@
 """Online experience for Q-learning agents: step environments with an actor, feed the replay.
 
-This module knows environments and replay but no networks: acting goes through the small
-:class:`Actor` protocol (the one ``lit_seqrl.evaluation.rollout`` drives, too), which an agent
-implements on top of a backbone's ``step``. The environments are a plain list stepped one after
+This module knows environments and replay but no networks: acting goes through
+:class:`~lit_seqrl.data.env_loop.VectorPolicy` (the protocol evaluation and collection drive,
+too), which an agent implements on top of a backbone's ``step``. The environments are a plain list stepped one after
 another, which keeps the episode boundary explicit: no autoreset, a finished environment is
 reset here and the actor is told which rows start over.
 """
@@ -10,25 +10,15 @@ reset here and the actor is told which rows start over.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from lit_seqrl.data.env_loop import VectorPolicy, episode_success
 from lit_seqrl.data.replay import EpisodeRecorder, EpisodicReplay, ReplayBatch
 
 EnvFactory = Callable[[], gym.Env]
-
-
-class Actor(Protocol):
-    """What the collector needs from a policy over ``N`` parallel environments."""
-
-    def reset(self, rows: np.ndarray) -> None:
-        """Forget the history of the rows where ``rows (N,)`` bool is True (a new episode starts)."""
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions ``(N,)`` int for the newest observations ``obs (N, D)`` float32."""
 
 
 def flat_obs_dim(env: gym.Env) -> int:
@@ -40,8 +30,8 @@ def _flatten(env: gym.Env, obs: object) -> np.ndarray:
     return np.asarray(gym.spaces.flatten(env.observation_space, obs), dtype=np.float32)
 
 
-def _success(info: dict, episode_return: float) -> bool:
-    return bool(info.get("is_success", episode_return > 0))
+def _as_float(flag: bool | None) -> float | None:
+    return None if flag is None else float(flag)
 
 
 class EnvCollector:
@@ -64,7 +54,7 @@ class EnvCollector:
         self.seed = seed
         self.n_actions = int(self.envs[0].action_space.n)
         self.env_steps = 0
-        self.finished: list[dict[str, float]] = []  # episode stats not yet consumed by the logger
+        self.finished: list[dict[str, float | None]] = []  # episode stats not yet consumed by the logger
         self._obs: np.ndarray | None = None
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
@@ -73,7 +63,7 @@ class EnvCollector:
     def num_envs(self) -> int:
         return len(self.envs)
 
-    def _start(self, actor: Actor) -> None:
+    def _start(self, actor: VectorPolicy) -> None:
         obs = []
         for i, env in enumerate(self.envs):
             o, _ = env.reset(seed=self.seed + i)
@@ -83,8 +73,12 @@ class EnvCollector:
         self._obs = np.stack(obs)
         actor.reset(np.ones(self.num_envs, dtype=bool))
 
-    def step(self, actor: Actor, epsilon: float) -> None:
-        """Advance every environment by one step with an epsilon-greedy version of ``actor``."""
+    def step(self, actor: VectorPolicy, epsilon: float) -> None:
+        """Advance every environment by one step with an epsilon-greedy version of ``actor``.
+
+        ``actor.act`` gives greedy actions ``(N,)`` for the observations ``(N, D)`` float32; it
+        observes the step's rewards, then the rows whose episode ended are reset.
+        """
         if self._obs is None:
             self._start(actor)
         assert self._obs is not None
@@ -92,18 +86,20 @@ class EnvCollector:
         explore = self.rng.random(self.num_envs) < epsilon
         actions = np.where(explore, self.rng.integers(self.n_actions, size=self.num_envs), actions)
         done_rows = np.zeros(self.num_envs, dtype=bool)
+        rewards = np.zeros(self.num_envs)
         for i, env in enumerate(self.envs):
             o, r, terminated, truncated, info = env.step(int(actions[i]))
             o = _flatten(env, o)
             self.recorder.record(i, int(actions[i]), float(r), o, terminated, truncated)
             self._returns[i] += r
+            rewards[i] = r
             self._lengths[i] += 1
             if terminated or truncated:
                 self.finished.append(
                     {
                         "return": float(self._returns[i]),
                         "length": float(self._lengths[i]),
-                        "success": float(_success(info, self._returns[i])),
+                        "success": _as_float(episode_success(info)),
                     }
                 )
                 self._returns[i], self._lengths[i] = 0.0, 0
@@ -113,11 +109,13 @@ class EnvCollector:
                 done_rows[i] = True
             self._obs[i] = o
         self.env_steps += self.num_envs
+        actor.observe(rewards)
         if done_rows.any():
             actor.reset(done_rows)
 
-    def pop_finished(self) -> list[dict[str, float]]:
-        """Stats (return, length, success) of the episodes finished since the last call."""
+    def pop_finished(self) -> list[dict[str, float | None]]:
+        """Stats of the episodes finished since the last call: return, length, and success
+        (:func:`~lit_seqrl.data.env_loop.episode_success`: None where the env reports none)."""
         out, self.finished = self.finished, []
         return out
 
@@ -138,7 +136,7 @@ class ReplayStream(IterableDataset):
     def __init__(
         self,
         collector: EnvCollector,
-        actor: Actor,
+        actor: VectorPolicy,
         batch_size: int,
         context_len: int,
         batches_per_epoch: int,

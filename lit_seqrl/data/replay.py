@@ -12,38 +12,22 @@ fits, so memory is bounded by ``capacity`` transitions plus one observation per 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lit_seqrl.data.episodes import Episode
+
 ReplayBatch = dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One stored episode (or a chunk of a very long one).
-
-    Attributes:
-        obs: ``(T + 1, D)`` float32, the final observation included.
-        actions: ``(T,)`` int64.
-        rewards: ``(T,)`` float32.
-        terminated: whether the last step ended the episode for real (no bootstrapping); False for
-            truncation by a time limit and for chunks cut from a longer episode.
-    """
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: bool
-
-    def __len__(self) -> int:
-        return len(self.actions)
 
 
 class EpisodicReplay:
     """Bounded FIFO of whole episodes that samples padded history windows.
+
+    Episodes are stored as :class:`~lit_seqrl.data.episodes.Episode` (the offline data's type):
+    ``observations (T, D)`` plus ``final_observation``; ``terminated`` is False for truncation by
+    a time limit and for chunks cut from a longer episode (both then count as ``truncated``).
 
     Args:
         capacity: maximum number of stored transitions (the DTQN paper uses 500k).
@@ -59,6 +43,7 @@ class EpisodicReplay:
         self.rng = np.random.default_rng(seed)
         self._episodes: deque[Episode] = deque()
         self._size = 0
+        self._added = 0  # episodes ever added: the next one's id
         self._lengths: np.ndarray | None = None  # cached for sampling, dropped on every change
 
     def __len__(self) -> int:
@@ -87,14 +72,19 @@ class EpisodicReplay:
             n = self.capacity
             obs, actions, rewards = obs[-n - 1 :], actions[-n:], rewards[-n:]
         while self._episodes and self._size + n > self.capacity:
-            self._size -= len(self._episodes.popleft())
+            self._size -= self._episodes.popleft().length
+        obs = np.asarray(obs, dtype=np.float32)
         episode = Episode(
-            obs=np.asarray(obs, dtype=np.float32),
+            observations=obs[:-1],
             actions=np.asarray(actions, dtype=np.int64),
             rewards=np.asarray(rewards, dtype=np.float32),
             terminated=bool(terminated),
+            truncated=not terminated,
+            id=self._added,
+            final_observation=obs[-1],
         )
         self._episodes.append(episode)
+        self._added += 1
         self._size += n
         self._lengths = None
 
@@ -114,12 +104,12 @@ class EpisodicReplay:
         if not self._episodes:
             raise RuntimeError("cannot sample from an empty replay buffer")
         if self._lengths is None:
-            self._lengths = np.array([len(e) for e in self._episodes], dtype=np.float64)
+            self._lengths = np.array([e.length for e in self._episodes], dtype=np.float64)
         picks = self.rng.choice(len(self._lengths), size=batch_size, p=self._lengths / self._lengths.sum())
         windows = []
         for i in picks:
             ep = self._episodes[i]
-            T = len(ep)
+            T = ep.length
             n = min(context_len, T)
             start = int(self.rng.integers(0, T - n + 1))
             windows.append((ep, start, n))
@@ -132,12 +122,17 @@ class EpisodicReplay:
         dones = np.zeros((batch_size, L), dtype=np.float32)
         mask = np.zeros((batch_size, L), dtype=bool)
         for b, (ep, start, n) in enumerate(windows):
-            obs[b, :n] = ep.obs[start : start + n]
-            next_obs[b, :n] = ep.obs[start + 1 : start + n + 1]
+            obs[b, :n] = ep.observations[start : start + n]
+            # next_obs[:, t] = obs[:, t + 1]; past the last step, the final observation.
+            T = ep.length
+            inside = min(n, T - 1 - start)  # steps whose next observation is in ``observations``
+            next_obs[b, :inside] = ep.observations[start + 1 : start + 1 + inside]
+            if inside < n:
+                next_obs[b, n - 1] = ep.final_observation
             actions[b, :n] = ep.actions[start : start + n]
             rewards[b, :n] = ep.rewards[start : start + n]
             mask[b, :n] = True
-            if ep.terminated and start + n == len(ep):
+            if ep.terminated and start + n == T:
                 dones[b, n - 1] = 1.0
         return {
             "obs": torch.from_numpy(obs),

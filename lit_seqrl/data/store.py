@@ -21,7 +21,8 @@ import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
-from lit_seqrl.data.episodes import Episode, datasets_root
+from lit_seqrl.data.episodes import Episode
+from lit_seqrl.data.paths import datasets_root
 
 try:  # POSIX only; elsewhere concurrent writers of the same id are simply not serialised.
     import fcntl

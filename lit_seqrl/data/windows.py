@@ -123,6 +123,16 @@ class WindowSampler(Dataset):
         """Draw a fresh set of windows (call once per epoch, like DistributedSampler.set_epoch)."""
         self.epoch = int(epoch)
 
+    # The epoch is the dataset's whole state: a StatefulDataLoader saves it with its position, so a
+    # run resumed mid-epoch (where Lightning does not call on_train_epoch_start) draws that epoch.
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": ...}``, saved in checkpoints by ``torchdata``'s StatefulDataLoader."""
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the epoch ``state`` was taken in."""
+        self.set_epoch(state["epoch"])
+
     def drawn_steps(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """The uniformly drawn step (global index) of the windows ``indices`` (B,) -> (B,) int64."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from lit_seqrl.envs.base import StepLimitedEnv
 
-class CarFlagEnv(gym.Env):
+
+class CarFlagEnv(StepLimitedEnv):
     """Car Flag with discrete actions ``0: push left, 1: no push, 2: push right``.
 
     Observation: ``float32[3] = (position, velocity, priest signal)``.
@@ -31,8 +32,6 @@ class CarFlagEnv(gym.Env):
     ``info["is_success"]`` is True when an episode ends in heaven.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
-
     max_position = 1.1
     max_speed = 0.07
     power = 0.0015
@@ -42,9 +41,7 @@ class CarFlagEnv(gym.Env):
     start_radius = 0.2
 
     def __init__(self, max_steps: int = 200) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        self.max_steps = max_steps
+        super().__init__(max_steps)
         high = np.array([self.max_position, self.max_speed, 1.0], dtype=np.float32)
         self.observation_space = spaces.Box(-high, high, dtype=np.float32)
         self.action_space = spaces.Discrete(3)
@@ -69,8 +66,7 @@ class CarFlagEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self._check_action(action)
         force = int(action) - 1
         self._velocity = float(np.clip(self._velocity + force * self.power, -self.max_speed, self.max_speed))
         self._position = float(
@@ -82,6 +78,4 @@ class CarFlagEnv(gym.Env):
         terminated = abs(self._position) >= self.flag_position
         if terminated:
             reward = 1.0 if np.sign(self._position) == self._heaven else -1.0
-        truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": reward > 0} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._end_step(self._obs(), reward, terminated, success=reward > 0)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from lit_seqrl.envs.base import StepLimitedEnv
 
 LEFT, RIGHT, OPEN = 0, 1, 2
 
 
-class CountingHallwayEnv(gym.Env):
+class CountingHallwayEnv(StepLimitedEnv):
     """Aliased 1-D hallway with actions ``0: left, 1: right, 2: open the door here``.
 
     Observation: ``float32[6]``: one-hot of ``(at left end, at right end, inside)`` followed by
@@ -36,8 +37,6 @@ class CountingHallwayEnv(gym.Env):
     ``info["is_success"]`` is True when the door is opened.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
-
     def __init__(self, length: int = 8, goal: int | None = None, max_steps: int | None = None) -> None:
         if length < 4:
             raise ValueError(f"length must be >= 4, got {length}")
@@ -46,9 +45,7 @@ class CountingHallwayEnv(gym.Env):
             raise ValueError(f"goal must be an inner cell (0 < goal < {length - 1}), got {goal}")
         self.length = length
         self.goal = goal
-        self.max_steps = 4 * length if max_steps is None else max_steps
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        super().__init__(4 * length if max_steps is None else max_steps)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(6,), dtype=np.float32)
         self.action_space = spaces.Discrete(3)
         self._pos = 0
@@ -79,8 +76,7 @@ class CountingHallwayEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self._check_action(action)
         action = int(action)
         reward, terminated = 0.0, False
         if action == OPEN:
@@ -91,6 +87,4 @@ class CountingHallwayEnv(gym.Env):
             self._pos = min(max(self._pos + step, 0), self.length - 1)
         self._last_action = action
         self._t += 1
-        truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": reward > 0} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._end_step(self._obs(), reward, terminated, success=reward > 0)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 from gymnasium import spaces
+
+from lit_seqrl.envs.base import StepLimitedEnv
 
 STAY, FORWARD, TURN_RIGHT, TURN_LEFT, TURN_AROUND = range(5)
 UP, RIGHT, DOWN, LEFT = range(4)  # headings, clockwise
@@ -31,7 +32,7 @@ CORRIDOR = 11
 ALCOVE_COLUMNS = (2, 4, 6, 8)  # the last one holds the goal
 
 
-class HallwayEnv(gym.Env):
+class HallwayEnv(StepLimitedEnv):
     """The 60-state Hallway POMDP; ``info["is_success"]`` is True when the goal is reached.
 
     Args:
@@ -40,8 +41,6 @@ class HallwayEnv(gym.Env):
         p_wall_hit: probability of reporting a wall that is there.
         p_wall_false: probability of reporting a wall that is not there.
     """
-
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
 
     n_wall_patterns = 16
     n_landmarks = len(ALCOVE_COLUMNS) - 1
@@ -53,12 +52,10 @@ class HallwayEnv(gym.Env):
         p_wall_hit: float = 0.9,
         p_wall_false: float = 0.05,
     ) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        super().__init__(max_steps)
         for name, p in (("p_action", p_action), ("p_wall_hit", p_wall_hit), ("p_wall_false", p_wall_false)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
-        self.max_steps = max_steps
         self.p_action, self.p_wall_hit, self.p_wall_false = p_action, p_wall_hit, p_wall_false
         self.cells = [(0, c) for c in range(CORRIDOR)] + [(1, c) for c in ALCOVE_COLUMNS]
         self._cell_set = set(self.cells)
@@ -114,8 +111,7 @@ class HallwayEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self._check_action(action)
         action = int(action)
         if action != STAY and self.np_random.random() >= self.p_action:
             others = [a for a in range(5) if a != action]
@@ -124,6 +120,4 @@ class HallwayEnv(gym.Env):
         self._t += 1
         terminated = self._cell == self.goal
         reward = 1.0 if terminated else 0.0
-        truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": terminated} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._end_step(self._obs(), reward, terminated, success=terminated)

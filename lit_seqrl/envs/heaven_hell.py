@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 from gymnasium import spaces
+
+from lit_seqrl.envs.base import StepLimitedEnv
 
 NORTH, SOUTH, EAST, WEST = 0, 1, 2, 3  # the action order of the specification (N S E W)
 _MOVES = {NORTH: (-1, 0), SOUTH: (1, 0), EAST: (0, 1), WEST: (0, -1)}
@@ -47,7 +48,7 @@ def heaven_hell_cells(n: int = 3) -> dict[tuple[int, int], int]:
     return cells
 
 
-class HeavenHellEnv(gym.Env):
+class HeavenHellEnv(StepLimitedEnv):
     """gym-pomdps' ``heavenhell_3`` with actions ``0: N, 1: S, 2: E, 3: W``.
 
     Observation: ``Discrete(3 n + 4 + 2)`` (15 for ``n = 3``): the label of the cell for every
@@ -61,15 +62,11 @@ class HeavenHellEnv(gym.Env):
         max_steps: step limit.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
-
     def __init__(self, n: int = 3, max_steps: int = 100) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.n = n
-        self.max_steps = max_steps
+        super().__init__(max_steps)
         self.cells = heaven_hell_cells(n)
         self.priest = next(c for c, k in self.cells.items() if k == 4 * n + 1)
         self.start = next(c for c, k in self.cells.items() if k == 0)
@@ -105,8 +102,7 @@ class HeavenHellEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self._check_action(action)
         self._t += 1
         reward, terminated = 0.0, False
         if self._cell in (self.left_end, self.right_end):
@@ -118,6 +114,4 @@ class HeavenHellEnv(gym.Env):
             target = (self._cell[0] + dr, self._cell[1] + dc)
             if target in self.cells:
                 self._cell = target
-        truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": reward > 0} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._end_step(self._obs(), reward, terminated, success=reward > 0)

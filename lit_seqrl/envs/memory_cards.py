@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from lit_seqrl.envs.base import StepLimitedEnv
 
-class MemoryCardsEnv(gym.Env):
+
+class MemoryCardsEnv(StepLimitedEnv):
     """Memory Cards with ``2 * n_pairs`` positions; action ``i`` names position ``i``.
 
     Observation: ``int64[2 * n_pairs]`` (MultiDiscrete), per position ``0`` face down,
@@ -30,16 +31,12 @@ class MemoryCardsEnv(gym.Env):
     steps (at most about 21). ``info["is_success"]`` is True when the table is cleared.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
-
     def __init__(self, n_pairs: int = 5, max_steps: int = 50) -> None:
         if n_pairs < 2:
             raise ValueError(f"n_pairs must be >= 2, got {n_pairs}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.n_pairs = n_pairs
         self.n_cards = 2 * n_pairs
-        self.max_steps = max_steps
+        super().__init__(max_steps)
         self.hidden, self.removed = 0, n_pairs + 1
         self.observation_space = spaces.MultiDiscrete([n_pairs + 2] * self.n_cards)
         self.action_space = spaces.Discrete(self.n_cards)
@@ -76,8 +73,7 @@ class MemoryCardsEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self._check_action(action)
         action = int(action)
         match = (
             action != self._shown
@@ -93,6 +89,4 @@ class MemoryCardsEnv(gym.Env):
         terminated = bool(self._gone.all())
         if not terminated:
             self._show_next()
-        truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": terminated} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._end_step(self._obs(), reward, terminated, success=terminated)

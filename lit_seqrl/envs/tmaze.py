@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from lit_seqrl.envs.base import StepLimitedEnv
 
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
 _MOVES = {UP: (-1, 0), RIGHT: (0, 1), DOWN: (1, 0), LEFT: (0, -1)}
 
 
-class TMazeEnv(gym.Env):
+class TMazeEnv(StepLimitedEnv):
     """Heaven/Hell T-maze with actions ``0: up, 1: right, 2: down, 3: left``.
 
     Observation: ``float32[n_cells + 2]``: one-hot of the agent's cell, then the priest's answer
@@ -42,15 +43,11 @@ class TMazeEnv(gym.Env):
     ``info["is_success"]`` is True when an episode ends in heaven.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class attribute
-
     def __init__(self, corridor_length: int = 4, max_steps: int = 50) -> None:
         if corridor_length < 1:
             raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.corridor_length = corridor_length
-        self.max_steps = max_steps
+        super().__init__(max_steps)
         # Cells as (row, col); row 0 is the top bar, the corridor runs down column 1.
         self.left_end, self.junction, self.right_end = (0, 0), (0, 1), (0, 2)
         self.start = (corridor_length, 1)
@@ -82,8 +79,7 @@ class TMazeEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self._check_action(action)
         dr, dc = _MOVES[int(action)]
         target = (self._cell[0] + dr, self._cell[1] + dc)
         if target in self._index:
@@ -95,6 +91,4 @@ class TMazeEnv(gym.Env):
         if terminated:
             heaven = self.left_end if self._heaven_left else self.right_end
             reward = 1.0 if self._cell == heaven else -1.0
-        truncated = not terminated and self._t >= self.max_steps
-        info = {"is_success": reward > 0} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._end_step(self._obs(), reward, terminated, success=reward > 0)

@@ -9,24 +9,22 @@ runs with autoreset disabled: finished rows are reset explicitly, with their nex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from rich.progress import Progress
 
+from lit_seqrl.data.env_loop import VectorPolicy, episode_success, success_rate
+from lit_seqrl.data.progress import progress_bar
 
-class VectorPolicy(Protocol):
-    """What :func:`run_episodes` drives. Rows are env indices ``0..M-1``."""
-
-    def reset(self, rows: np.ndarray) -> None:
-        """Rows (bool ``(M,)``) that start a new episode before the next ``act``."""
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Observations ``(M, ...)`` -> actions ``(M, ...)`` for every row."""
-
-    def observe(self, rewards: np.ndarray) -> None:
-        """Rewards ``(M,)`` of the step just taken, before any row is reset."""
+__all__ = [
+    "EpisodeResult",
+    "VectorPolicy",
+    "check_env_matches",
+    "make_vector_env",
+    "run_episodes",
+    "summarize",
+]
 
 
 @dataclass
@@ -71,13 +69,6 @@ def check_env_matches(env_id: str, obs_dim: int, act_dim: int, discrete: bool) -
         )
 
 
-def _success(infos: dict[str, Any], row: int) -> bool | None:
-    for key in ("is_success", "success"):
-        if key in infos and infos.get(f"_{key}", np.ones(row + 1, bool))[row]:
-            return bool(infos[key][row])
-    return None
-
-
 def run_episodes(
     env_id: str,
     policy: VectorPolicy,
@@ -103,8 +94,7 @@ def run_episodes(
     try:
         obs, _ = envs.reset(seed=[int(seed + e) for e in current])
         policy.reset(np.ones(m, dtype=bool))
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"evaluating {env_id}", total=episodes)
+        with progress_bar(f"evaluating {env_id}", episodes, enabled=progress, transient=True) as advance:
             while active.any():
                 actions = policy.act(obs)
                 obs, rewards, terminated, truncated, infos = envs.step(actions)
@@ -121,10 +111,11 @@ def run_episodes(
                             int(seed + current[row]),
                             float(returns[row]),
                             int(lengths[row]),
-                            _success(infos, row),
+                            episode_success(infos, row),
                         )
                     )
-                    bar.advance(task)
+                    if advance is not None:
+                        advance(results[-1])
                     if queue[row]:
                         current[row] = queue[row].pop(0)
                     else:
@@ -142,13 +133,12 @@ def run_episodes(
 
 
 def summarize(results: list[EpisodeResult]) -> dict[str, float | None]:
-    """Mean/std of return and length (and success rate when the env reports success)."""
+    """Mean/std of return and length, and the success rate (None where the env reports no success)."""
     rets = np.array([r.total_return for r in results])
     lens = np.array([r.length for r in results])
-    successes = [r.success for r in results if r.success is not None]
     return {
         "return_mean": float(rets.mean()),
         "return_std": float(rets.std()),
         "length_mean": float(lens.mean()),
-        "success_rate": float(np.mean(successes)) if successes else None,
+        "success_rate": success_rate([r.success for r in results]),
     }

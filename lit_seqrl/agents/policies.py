@@ -22,42 +22,36 @@ from typing import Any
 
 import numpy as np
 
-from lit_seqrl.data.collect import _progress_bar, rollout_policy
+from lit_seqrl.agents.base import load_agent
+from lit_seqrl.agents.decision import DecisionAgent
+from lit_seqrl.agents.decision_policy import DecisionPolicy
+from lit_seqrl.data.collect import rollout_policy
 from lit_seqrl.data.episodes import OfflineDataset, load_offline_dataset
+from lit_seqrl.data.progress import progress_bar
 from lit_seqrl.data.store import write_dataset
 
 __all__ = ["CheckpointPolicy", "collect_with_policy", "load_policy"]
 
 
-class CheckpointPolicy:
-    """A trained sequence agent as a single-env policy for :func:`rollout_policy`.
+class CheckpointPolicy(DecisionPolicy):
+    """A trained sequence agent's :class:`DecisionPolicy`, with the defaults of its checkpoint:
+    its first target return, its eval mode, and its env (``env_id``).
 
-    ``reset()`` starts an episode and ``observe(reward)`` advances the return-to-go and timestep,
-    so the agent sees its episode as it did in evaluation.
+    :func:`rollout_policy` drives it as evaluation does (reset, act, observe the reward), so the
+    agent sees its episode as it did in evaluation.
     """
 
-    def __init__(self, agent: Any, target_return: float | None = None, mode: str | None = None) -> None:
-        from lit_seqrl.agents.decision import DecisionAgent
-        from lit_seqrl.agents.decision_policy import DecisionPolicy
-
+    def __init__(
+        self, agent: DecisionAgent, target_return: float | None = None, mode: str | None = None
+    ) -> None:
         if not isinstance(agent, DecisionAgent):
             raise ValueError(
                 f"--policy ckpt: needs a DecisionAgent/BCAgent checkpoint, got a {type(agent).__name__}"
             )
         target = agent.default_target_returns()[0] if target_return is None else float(target_return)
-        self.agent, self.target_return = agent, target
-        self.policy = DecisionPolicy(agent, target_return=target, mode=mode or agent.hparams.eval_mode)
+        super().__init__(agent, target_return=target, mode=mode or agent.hparams.eval_mode)
+        self.target_return = target
         self.env_id: str | None = agent.spec.get("env_id")
-
-    def reset(self) -> None:
-        self.policy.reset(np.ones(1, dtype=bool))
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray | int:
-        action = self.policy.act(np.asarray(obs, dtype=np.float32)[None])[0]  # one env: row 0
-        return int(action) if self.agent.spec["discrete"] else action
-
-    def observe(self, reward: float) -> None:
-        self.policy.observe(np.array([reward], dtype=np.float64))
 
 
 def _load_callable(spec: str) -> Callable[[np.ndarray], Any]:
@@ -87,11 +81,9 @@ def _load_callable(spec: str) -> Callable[[np.ndarray], Any]:
 
 def load_policy(
     spec: str, target_return: float | None = None, mode: str | None = None, device: str = "cpu"
-) -> Callable[[np.ndarray], Any]:
+) -> CheckpointPolicy | Callable[[np.ndarray], Any]:
     """The policy named by ``spec`` (see the module docstring)."""
     if spec.startswith("ckpt:"):
-        from lit_seqrl.agents.base import load_agent
-
         return CheckpointPolicy(load_agent(spec[len("ckpt:") :], map_location=device), target_return, mode)
     if target_return is not None:
         raise ValueError("--target_return applies to ckpt: policies only")
@@ -121,7 +113,7 @@ def collect_with_policy(
     env_id = env_id or getattr(fn, "env_id", None)
     if not env_id:
         raise ValueError("--env is required for a callable policy (a gymnasium env id)")
-    with _progress_bar(f"Rolling out {policy}", episodes, enabled=progress) as advance:
+    with progress_bar(f"Rolling out {policy}", episodes, enabled=progress) as advance:
         eps = rollout_policy(
             env_id, fn, episodes, seed, action_noise=action_noise, epsilon=epsilon, on_episode=advance
         )

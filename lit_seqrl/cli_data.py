@@ -1,12 +1,15 @@
-"""``lit-seqrl data collect | import | info | list``."""
+"""``lit-seqrl data collect | import | info | list``: the command-line side of ``lit_seqrl.data``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import minari
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from lit_seqrl.agents.policies import collect_with_policy
 from lit_seqrl.data.collect import collect_dataset
 from lit_seqrl.data.episodes import load_offline_dataset
 from lit_seqrl.data.importers import import_dataset
@@ -19,23 +22,15 @@ def collect(
     policy: str | None = None,
     env: str | None = None,
     id: str | None = None,
-    episodes: int = 100,
-    seed: int = 0,
-    action_noise: float = 0.0,
-    epsilon: float = 0.0,
-    target_return: float | None = None,
-    mode: str | None = None,
+    **rollout: Any,
 ) -> None:
-    """Generate a built-in dataset, or roll out ``policy`` into dataset ``id`` (a progress bar shows the episodes)."""
+    """Generate a built-in dataset, or roll out ``policy`` into dataset ``id`` (a progress bar shows
+    the episodes); ``rollout`` holds the other arguments of :func:`collect_with_policy`."""
     if policy is not None:
-        from lit_seqrl.data.policies import collect_with_policy
-
         dataset_id = id or dataset_id
         if dataset_id is None:
             raise ValueError("--policy needs --id, the dataset id to store the rollouts as")
-        data = collect_with_policy(
-            policy, dataset_id, env, episodes, seed, action_noise, epsilon, target_return, mode, overwrite
-        )
+        data = collect_with_policy(policy, dataset_id, env, overwrite=overwrite, **rollout)
     elif dataset_id is None:
         raise ValueError("name a built-in dataset to generate, or a --policy to roll out (with --id)")
     else:
