@@ -14,6 +14,7 @@ the SSM state ``(B, d_inner, d_state)``: O(1) memory and time per token.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, mark_parameters, step_blocks
+from lit_seqrl.backbones.base import Stack, mark_parameters
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.selective_scan import selective_scan, selective_state_update
@@ -147,27 +148,45 @@ class MambaMixer(nn.Module):
 
 
 class MambaBlock(nn.Module):
+    """Pre-norm residual block ``x <- x + Dropout(Mamba(Norm(x)))``."""
+
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
         self.mixer = MambaMixer(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens (padding zeroed in the mixer)."""
+        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L)
         return x + self.dropout(self.mixer(self.norm(x), keep))
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, Tensor]:
+        return self.mixer.init_state(batch_size, device, dtype)
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         y, state = self.mixer.step(self.norm(x_t), state)
         return x_t + self.dropout(y), state
 
 
-class MambaBackbone(Backbone):
+def rescale_residuals(out_projs: Iterable[nn.Linear], n_layers: int) -> None:
+    """As mamba_ssm's ``_init_weights`` (rescale_prenorm_residual): residual outputs shrink with depth."""
+    with torch.no_grad():
+        for proj in out_projs:
+            proj.weight /= math.sqrt(n_layers)
+
+
+class MambaBackbone(Stack):
     """Stack of ``n_layers`` Mamba blocks (Decision Mamba's backbone); keyword arguments as :class:`MambaConfig`.
 
     ``mask`` (``(B, L)``, True = real token, padding on the left): every layer zeroes padded steps
     before and after its convolution, so the convolution sees zeros before the first real token
     and the SSM state is still zero when it arrives: real tokens get exactly the outputs of an
     unpadded sequence. Outputs at padded steps are finite but meaningless.
+
+    State: per layer ``{"conv": (B, d_inner, d_conv), "ssm": (B, d_inner, d_state)}``: O(1) per token.
     """
 
     def __init__(
@@ -189,30 +208,10 @@ class MambaBackbone(Backbone):
         ssm_lr_scale: float | None = None,
         backend: Backend = "auto",
     ) -> None:
-        super().__init__(d_model)
         args = locals()
-        self.config = cfg = MambaConfig(**{f.name: args[f.name] for f in fields(MambaConfig)})
-        self.layers = nn.ModuleList(MambaBlock(cfg) for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, norm_eps)
-        # As mamba_ssm's _init_weights (rescale_prenorm_residual): residual outputs shrink with depth.
-        for block in self.layers:
-            with torch.no_grad():
-                block.mixer.out_proj.weight /= math.sqrt(n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L)
-        for block in self.layers:
-            x = block(x, keep)
-        return self.norm_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """Per layer ``{"conv": (B, d_inner, d_conv), "ssm": (B, d_inner, d_state)}``, all zeros."""
-        return [block.mixer.init_state(batch_size, device, dtype) for block in self.layers]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        x_t, new_state = step_blocks(self.layers, x_t, state)
-        return self.norm_f(x_t), new_state
+        cfg = MambaConfig(**{f.name: args[f.name] for f in fields(MambaConfig)})
+        # mamba_ssm's MixerModel names (layers, norm_f), so state dicts load both ways.
+        blocks = (MambaBlock(cfg) for _ in range(n_layers))
+        super().__init__(d_model, blocks, make_norm(norm, d_model, norm_eps), names=("layers", "norm_f"))
+        self.config = cfg
+        rescale_residuals((block.mixer.out_proj for block in self.layers), n_layers)

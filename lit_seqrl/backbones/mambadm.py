@@ -47,14 +47,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, step_blocks
-from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, Norm, make_norm
+from lit_seqrl.backbones.base import Stack
+from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, Norm, make_norm, rescale_residuals
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 
@@ -189,21 +189,32 @@ class GlobalLocalBlock(nn.Module):
         a = torch.sigmoid(self.gate(torch.cat([g, loc], dim=-1)))  # (... D) trust in the global view
         return a * g + (1 - a) * loc
 
-    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``; ``keep (B, 1, L)`` zeroes padded steps in both branches."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens: both branches see zeros at padding."""
+        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L), channels-first branches
         h = self.norm(x)
         g = self.global_mixer(h, keep)  # (B L D)
         loc = self.local_mixer(h, keep)  # (B L D)
         return x + self.dropout(self.fuse(g, loc))
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, Any]:
+        """``{"global": {"conv", "ssm"}, "local": ...}``; ``"local"`` is ``(B, E, local_window)``
+        for ``local="conv"`` and ``{"conv", "ssm", "phase"}`` for ``local="mamba"``."""
+        return {
+            "global": self.global_mixer.init_state(batch_size, device, dtype),
+            "local": self.local_mixer.init_state(batch_size, device, dtype),
+        }
+
+    def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         h = self.norm(x_t)
         g, glob = self.global_mixer.step(h, state["global"])
         loc, buf = self.local_mixer.step(h, state["local"])
         return x_t + self.dropout(self.fuse(g, loc)), {"global": glob, "local": buf}
 
 
-class MambaDM(Backbone):
+class MambaDM(Stack):
     """Stack of ``n_layers`` global-local blocks and a final norm (MambaDM's backbone).
 
     Args:
@@ -246,46 +257,20 @@ class MambaDM(Backbone):
         ssm_lr_scale: float | None = None,
         backend: Backend = "auto",
     ) -> None:
-        super().__init__(d_model)
         if local_window < 1 or local_expand < 1:
             raise ValueError(
                 f"local_window and local_expand must be >= 1, got {local_window}, {local_expand}"
             )
         args = locals()
-        self.config = cfg = MambaDMConfig(**{f.name: args[f.name] for f in fields(MambaDMConfig)})
-        self.layers = nn.ModuleList(GlobalLocalBlock(cfg) for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, norm_eps)
-        with torch.no_grad():  # as mamba_ssm's rescale_prenorm_residual: residual outputs shrink with depth
-            for block in self.layers:
-                block.global_mixer.out_proj.weight /= math.sqrt(n_layers)
-                block.local_mixer.out_proj.weight /= math.sqrt(n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L), channels-first branches
-        for block in self.layers:
-            x = block(x, keep)
-        return self.norm_f(x)
+        cfg = MambaDMConfig(**{f.name: args[f.name] for f in fields(MambaDMConfig)})
+        blocks = (GlobalLocalBlock(cfg) for _ in range(n_layers))
+        super().__init__(d_model, blocks, make_norm(norm, d_model, norm_eps), names=("layers", "norm_f"))
+        self.config = cfg
+        rescale_residuals(
+            (proj for b in self.layers for proj in (b.global_mixer.out_proj, b.local_mixer.out_proj)), n_layers
+        )
 
     def local_features(self, x: Tensor, layer: int = 0) -> Tensor:
         """The local branch's output ``(B, L, D)`` of block ``layer`` for that block's input ``x``."""
         block = self.layers[layer]
         return block.local_mixer(block.norm(x))
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """Per layer ``{"global": {"conv", "ssm"}, "local": ...}``; ``"local"`` is ``(B, E, local_window)``
-        for ``local="conv"`` and ``{"conv", "ssm", "phase"}`` for ``local="mamba"``."""
-        return [
-            {
-                "global": block.global_mixer.init_state(batch_size, device, dtype),
-                "local": block.local_mixer.init_state(batch_size, device, dtype),
-            }
-            for block in self.layers
-        ]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        x_t, new_state = step_blocks(self.layers, x_t, state)
-        return self.norm_f(x_t), new_state

@@ -8,16 +8,16 @@ generator lives in :mod:`lit_seqrl.backbones.s4_kernel` (S4D's in :mod:`lit_seqr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.backbones.base import Stack
 from lit_seqrl.backbones.s4_kernel import DPLRKernel
-from lit_seqrl.ops.backend import Backend
 
 
 class SSMKernel(Protocol):
@@ -28,18 +28,6 @@ class SSMKernel(Protocol):
         self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
     ) -> Tensor: ...
     def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]: ...  # (B H) -> (B H)
-
-
-@dataclass
-class S4Config:
-    d_model: int
-    n_layers: int = 3
-    d_state: int = 64  # N: real state size per channel (N/2 complex conjugate pairs are stored)
-    dropout: float = 0.0
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    ssm_lr_scale: float | None = None  # learning-rate multiplier for Λ, P, B, Δ (weight decay is always 0)
-    backend: Backend = "auto"
 
 
 def fft_conv(u: Tensor, K: Tensor) -> Tensor:
@@ -78,11 +66,63 @@ class S4Layer(nn.Module):
         return self._mix(y + self.D * u), state
 
 
-class S4Backbone(Backbone):
-    """Pre-norm residual stack ``x <- x + Dropout(S4Layer(LayerNorm(x)))``, then a final LayerNorm.
+class S4Block(S4Layer):
+    """Pre-norm residual block ``x <- x + Dropout(S4Layer(LayerNorm(x)))``.
 
-    With a left-padded ``mask``, padded positions feed zeros into every SSM, so the state is still
-    zero when the first real token arrives: real tokens see exactly a fresh start.
+    With a ``mask``, padded positions feed zeros into the SSM, so its state is still zero when
+    the first real token arrives: real tokens see exactly a fresh start.
+    """
+
+    def __init__(self, kernel: SSMKernel, H: int, dropout: float = 0.0) -> None:
+        super().__init__(kernel, H, dropout)
+        self.norm = nn.LayerNorm(H)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """``x (B, L, H)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, H)``."""
+        z = self.norm(x)
+        if mask is not None:
+            z = z * mask[..., None].to(x.dtype)  # (B L H)
+        return x + self.resid_dropout(super().forward(z))
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """The kernel's state ``(B, H, N/2, 2)`` (the complex SSM state as a real view)."""
+        return self.kernel.init_state(batch_size, device, dtype)
+
+    def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        y, state = super().step(self.norm(x_t), state)  # Ā, B̄ rebuilt from the current parameters
+        return x_t + self.resid_dropout(y), state
+
+
+def s4_blocks(kernel: Callable[[], Any], d_model: int, n_layers: int, d_state: int, dropout: float) -> Iterator[S4Block]:
+    """``n_layers`` blocks, each with its own kernel from ``kernel()``."""
+    if d_state < 2 or d_state % 2:
+        raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
+    return (S4Block(kernel(), d_model, dropout) for _ in range(n_layers))
+
+
+def load_old_norm_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before the blocks held their norms keep loading: ``norms.i.*`` -> ``layers.i.norm.*``."""
+    old = prefix + "norms."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        i, rest = key[len(old) :].split(".", 1)
+        state_dict[f"{prefix}layers.{i}.norm.{rest}"] = state_dict.pop(key)
+
+
+class S4Backbone(Stack):
+    """S4 blocks (DPLR kernels, HiPPO-LegS init) and a final LayerNorm.
+
+    Args:
+        d_model: token width H.
+        n_layers: number of blocks.
+        d_state: N, the real state size per channel (N/2 complex conjugate pairs are stored).
+        dropout: after the GELU inside each layer and on each residual branch.
+        dt_min, dt_max: range of the log-uniform initial step Δ.
+        ssm_lr_scale: learning-rate multiplier for Λ, P, B, Δ (their weight decay is always 0).
+
+    State: one ``(B, H, N/2, 2)`` tensor per layer (the complex SSM state as a real view).
     """
 
     def __init__(
@@ -94,43 +134,8 @@ class S4Backbone(Backbone):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
     ) -> None:
-        super().__init__(d_model)
-        cfg = S4Config(d_model, n_layers, d_state, dropout, dt_min, dt_max, ssm_lr_scale, backend)
-        if d_state < 2 or d_state % 2:
-            raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
-        self.config = cfg
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.layers = nn.ModuleList(S4Layer(self.make_kernel(cfg), d_model, dropout) for _ in range(n_layers))
-        self.dropout = nn.Dropout(dropout)
-        self.norm_f = nn.LayerNorm(d_model)
-
-    def make_kernel(self, cfg: S4Config) -> nn.Module:
-        """The SSM kernel generator of one layer (S4: DPLR, HiPPO-LegS init)."""
-        return DPLRKernel(cfg.d_model, cfg.d_state, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale, cfg.backend)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
-        for norm, layer in zip(self.norms, self.layers):
-            z = norm(x)
-            if keep is not None:
-                z = z * keep
-            x = x + self.dropout(layer(z))
-        return self.norm_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """One ``(B, H, N/2, 2)`` tensor per layer (the complex SSM state as a real view)."""
-        return [layer.kernel.init_state(batch_size, device, dtype) for layer in self.layers]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; Ā, B̄ are rebuilt from the current parameters on every call."""
-        new_state = []
-        for norm, layer, s in zip(self.norms, self.layers, state):
-            y, s = layer.step(norm(x_t), s)
-            x_t = x_t + self.dropout(y)
-            new_state.append(s)
-        return self.norm_f(x_t), new_state
+        kernel = partial(DPLRKernel, d_model, d_state, dt_min=dt_min, dt_max=dt_max, lr_scale=ssm_lr_scale)
+        blocks = s4_blocks(kernel, d_model, n_layers, d_state, dropout)
+        super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("layers", "norm_f"))
+        self._register_load_state_dict_pre_hook(load_old_norm_keys)

@@ -8,15 +8,15 @@ zero-order-hold discretisation ``Ā = exp(ΔΛ)``, ``B̄ = (exp(ΔΛ) - 1)/Λ ·
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import mark_parameters
-from lit_seqrl.backbones.s4 import S4Backbone, S4Config
+from lit_seqrl.backbones.base import Stack, mark_parameters
+from lit_seqrl.backbones.s4 import load_old_norm_keys, s4_blocks
 from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX, clip_imag
-from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.hippo import nplr, s4d_init
 
 Init = Literal["lin", "inv", "legs"]
@@ -103,8 +103,11 @@ class DiagonalKernel(nn.Module):
         return y.to(u.dtype), torch.view_as_real(x)
 
 
-class S4DBackbone(S4Backbone):
-    """S4 block stack with diagonal SSMs; ``init`` picks S4D-Inv (default), S4D-Lin or S4D-LegS."""
+class S4DBackbone(Stack):
+    """S4's blocks with diagonal SSMs; ``init`` picks S4D-Inv (default), S4D-Lin or S4D-LegS.
+
+    Arguments and state as :class:`lit_seqrl.backbones.s4.S4Backbone`, plus ``init``.
+    """
 
     def __init__(
         self,
@@ -116,12 +119,10 @@ class S4DBackbone(S4Backbone):
         dt_max: float = 1e-1,
         init: Init = "inv",
         ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
     ) -> None:
-        self.kernel_init = init  # read by make_kernel during super().__init__
-        super().__init__(d_model, n_layers, d_state, dropout, dt_min, dt_max, ssm_lr_scale, backend)
-
-    def make_kernel(self, cfg: S4Config) -> nn.Module:
-        return DiagonalKernel(
-            cfg.d_model, cfg.d_state, self.kernel_init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale
+        kernel = partial(
+            DiagonalKernel, d_model, d_state, init, dt_min=dt_min, dt_max=dt_max, lr_scale=ssm_lr_scale
         )
+        blocks = s4_blocks(kernel, d_model, n_layers, d_state, dropout)
+        super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("layers", "norm_f"))
+        self._register_load_state_dict_pre_hook(load_old_norm_keys)
