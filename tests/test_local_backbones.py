@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_seqrl.backbones.conv import CausalTokenConv, DecisionConvFormer, DecisionConvFormerHybrid
+from lit_seqrl.backbones.conv import CausalTokenConv, DecisionConvFormer
 from lit_seqrl.backbones.mambadm import MambaDM
 from lit_seqrl.registry import build_backbone, list_backbones
 from lit_seqrl.testing import check_backbone
@@ -24,7 +24,9 @@ def test_registered_under_their_names():
     entries = list_backbones()
     assert entries["mambadm"].cls is MambaDM
     assert entries["dc"].cls is DecisionConvFormer
-    assert entries["dc_hybrid"].cls is DecisionConvFormerHybrid
+    # The hybrid is the same class with another default, not a copy of it.
+    assert entries["dc_hybrid"].cls is DecisionConvFormer
+    assert entries["dc_hybrid"].defaults == {"attn_layers": "last"}
 
 
 @pytest.mark.parametrize(("name", "kwargs"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
@@ -82,11 +84,14 @@ def test_left_padding_gives_the_unpadded_outputs(name):
 
 
 def test_hybrid_defaults_to_attention_in_the_last_block_and_options_are_checked():
-    model = DecisionConvFormerHybrid(d_model=16, n_layers=3)
+    model = build_backbone("dc_hybrid", d_model=16, n_layers=3)
     assert model.attn_layers == [2]
+    assert build_backbone("dc_hybrid", d_model=16, n_layers=3, attn_layers=[0]).attn_layers == [0]
     assert DecisionConvFormer(d_model=16, n_layers=3).attn_layers == []
     with pytest.raises(ValueError, match="attn_layers"):
         DecisionConvFormer(d_model=16, n_layers=2, attn_layers=[2])
+    with pytest.raises(ValueError, match="attn_layers"):
+        DecisionConvFormer(d_model=16, n_layers=2, attn_layers="first")
     with pytest.raises(ValueError, match="fusion must be"):
         MambaDM(d_model=16, fusion="concat")
     with pytest.raises(ValueError, match="local_window"):

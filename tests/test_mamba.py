@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_seqrl.backbones.mamba import MambaBackbone
-from lit_seqrl.backbones.mamba2 import Mamba2Backbone, Mamba2Block, Mamba2Hybrid
+from lit_seqrl.backbones.mamba2 import Mamba2Backbone, Mamba2Block
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
 from lit_seqrl.ops.backend import KernelUnavailableError, probe
 from lit_seqrl.registry import build_backbone
@@ -160,19 +160,19 @@ def test_step_state_is_constant_size():
 
 
 def test_hybrid_layout_and_cache():
-    hybrid = Mamba2Hybrid(d_model=16, n_layers=3, max_seq_len=3).eval()
-    assert hybrid.attn_layers == [1]
+    hybrid = build_backbone("mamba2_hybrid", d_model=16, n_layers=3, max_seq_len=3).eval()
+    assert type(hybrid) is Mamba2Backbone and hybrid.attn_layers == [1]
     assert [type(b) for b in hybrid.layers] == [Mamba2Block, AttentionBlock, Mamba2Block]
-    state = hybrid.init_state(2)
-    assert len(state["mamba"]) == 2 and state["k"].shape == (2, 1, 1, 3, 16)
+    state = hybrid.init_state(2)  # one state per layer: the attention layer's is its KV cache
+    assert set(state[0]) == {"conv", "ssm"} and state[1]["k"].shape == (2, 1, 3, 16)
     with torch.no_grad():
         for _ in range(3):
             _, state = hybrid.step(torch.randn(2, 16), state)
         with pytest.raises(ValueError, match="KV cache is full"):
             hybrid.step(torch.randn(2, 16), state)
     with pytest.raises(ValueError, match="attn_layers"):
-        Mamba2Hybrid(d_model=16, n_layers=2, attn_layers=[2])
-    pure = Mamba2Hybrid(d_model=16, n_layers=2, attn_layers=[])
+        Mamba2Backbone(d_model=16, n_layers=2, attn_layers=[2])
+    pure = build_backbone("mamba2_hybrid", d_model=16, n_layers=2, attn_layers=[])
     assert all(isinstance(b, Mamba2Block) for b in pure.layers)
 
 

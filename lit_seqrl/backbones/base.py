@@ -67,7 +67,9 @@ class Backbone(nn.Module):
         """
         raise NotImplementedError
 
-    def forward_at(self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor | None = None) -> Tensor:
+    def forward_at(
+        self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor | None = None
+    ) -> Tensor:
         """``forward(x, mask)[:, index]``: the outputs at some positions only (``(B, L', D)``).
 
         ``index=None`` means every position (``forward`` itself). Agents call this when they read

@@ -247,7 +247,9 @@ class Mamba2Backbone(Stack):
         cfg.A_init_range = tuple(cfg.A_init_range)  # a YAML list becomes the tuple the dataclass promises
         self_attn = layer_indices(attn_layers, n_layers)
         blocks = (
-            AttentionBlock(d_model, n_heads, dropout, max_seq_len=max_seq_len) if i in self_attn else Mamba2Block(cfg)
+            AttentionBlock(d_model, n_heads, dropout, max_seq_len=max_seq_len)
+            if i in self_attn
+            else Mamba2Block(cfg)
             for i in range(n_layers)
         )
         # mamba_ssm's MixerModel names (layers, norm_f), so state dicts load both ways.

@@ -267,7 +267,8 @@ class MambaDM(Stack):
         super().__init__(d_model, blocks, make_norm(norm, d_model, norm_eps), names=("layers", "norm_f"))
         self.config = cfg
         rescale_residuals(
-            (proj for b in self.layers for proj in (b.global_mixer.out_proj, b.local_mixer.out_proj)), n_layers
+            (proj for b in self.layers for proj in (b.global_mixer.out_proj, b.local_mixer.out_proj)),
+            n_layers,
         )
 
     def local_features(self, x: Tensor, layer: int = 0) -> Tensor:

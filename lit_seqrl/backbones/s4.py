@@ -96,7 +96,9 @@ class S4Block(S4Layer):
         return x_t + self.resid_dropout(y), state
 
 
-def s4_blocks(kernel: Callable[[], Any], d_model: int, n_layers: int, d_state: int, dropout: float) -> Iterator[S4Block]:
+def s4_blocks(
+    kernel: Callable[[], Any], d_model: int, n_layers: int, d_state: int, dropout: float
+) -> Iterator[S4Block]:
     """``n_layers`` blocks, each with its own kernel from ``kernel()``."""
     if d_state < 2 or d_state % 2:
         raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")

@@ -122,7 +122,9 @@ class Transformer(Stack):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.forward_at(x, mask)
 
-    def forward_at(self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor | None = None) -> Tensor:
+    def forward_at(
+        self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor | None = None
+    ) -> Tensor:
         """Outputs at ``index`` only (None: all); the last block computes nothing else (its queries,
         output projection and MLP run on the selected positions, most of that block's work)."""
         attn_mask = attention_mask(mask, x.shape[1])
