@@ -165,6 +165,33 @@ class Stack(Backbone):
         return self.final_norm(x_t), new_state
 
 
+class PreNormBlock(nn.Module):
+    """Pre-norm residual block ``x <- x + Dropout(mixer(Norm(x), mask))`` (Mamba, Mamba-2, S4).
+
+    The mixer maps ``forward(h (B, L, D), mask (B, L) | None) -> (B, L, D)`` and steps with
+    ``init_state(batch_size, device, dtype)`` / ``step(h_t, state) -> (y_t, state)``; the block's
+    state is the mixer's.
+    """
+
+    def __init__(self, norm: nn.Module, mixer: nn.Module, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = norm
+        self.mixer = mixer
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return x + self.dropout(self.mixer(self.norm(x), mask))
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        return self.mixer.init_state(batch_size, device, dtype)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.norm(x_t), state)
+        return x_t + self.dropout(y), state
+
+
 def mark_parameters(
     *params: nn.Parameter,
     weight_decay: float | None = None,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Stack, mark_parameters
+from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.selective_scan import selective_scan, selective_state_update
@@ -101,11 +101,13 @@ class MambaMixer(nn.Module):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C  # Δ's bias is added inside the scan, in fp32
 
-    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
-        """``hidden (B, L, d_model)``; ``keep (B, 1, L)`` zeroes padded steps (see :class:`MambaBackbone`)."""
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``hidden (B, L, d_model)``; ``mask (B, L)`` True for real tokens: padded steps are zeroed
+        (see :class:`MambaBackbone`)."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
-        if keep is not None:
-            keep = keep.to(x.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
+        keep = None
+        if mask is not None:
+            keep = mask[:, None, :].to(x.dtype)  # (B 1 L); bf16 under autocast stays bf16 for the kernels
             x = x * keep
         x = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", self.cfg.backend)  # (B E L)
         if keep is not None:
@@ -147,28 +149,11 @@ class MambaMixer(nn.Module):
         return self.out_proj(y), {"conv": conv, "ssm": ssm}
 
 
-class MambaBlock(nn.Module):
-    """Pre-norm residual block ``x <- x + Dropout(Mamba(Norm(x)))``."""
+class MambaBlock(PreNormBlock):
+    """``x <- x + Dropout(Mamba(Norm(x)))``, mamba_ssm's Block names (norm, mixer)."""
 
     def __init__(self, cfg: MambaConfig) -> None:
-        super().__init__()
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.mixer = MambaMixer(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens (padding zeroed in the mixer)."""
-        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L)
-        return x + self.dropout(self.mixer(self.norm(x), keep))
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        return self.mixer.init_state(batch_size, device, dtype)
-
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, state = self.mixer.step(self.norm(x_t), state)
-        return x_t + self.dropout(y), state
+        super().__init__(make_norm(cfg.norm, cfg.d_model, cfg.norm_eps), MambaMixer(cfg), cfg.dropout)
 
 
 def rescale_residuals(out_projs: Iterable[nn.Linear], n_layers: int) -> None:

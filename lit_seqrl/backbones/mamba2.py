@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_seqrl.backbones.attention import layer_indices
-from lit_seqrl.backbones.base import Stack, mark_parameters
+from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters
 from lit_seqrl.backbones.mamba import Norm, inverse_softplus_dt, make_norm, rescale_residuals
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
 from lit_seqrl.ops.backend import Backend
@@ -115,11 +115,13 @@ class Mamba2Mixer(nn.Module):
         heads, groups = (self.nheads, self.headdim), (self.ngroups, self.d_state)
         return x.unflatten(-1, heads), B.unflatten(-1, groups), C.unflatten(-1, groups)
 
-    def forward(self, u: Tensor, keep: Tensor | None = None) -> Tensor:
-        """``u (B, L, d_model)``; ``keep (B, L, 1)`` zeroes padded steps (see :class:`Mamba2Backbone`)."""
+    def forward(self, u: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``u (B, L, d_model)``; ``mask (B, L)`` True for real tokens: padded steps are zeroed
+        (see :class:`Mamba2Backbone`)."""
         z, xBC, dt = self._split(self.in_proj(u))  # (B L E), (B L conv_dim), (B L H)
-        if keep is not None:
-            keep = keep.to(xBC.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
+        keep = None
+        if mask is not None:
+            keep = mask[..., None].to(xBC.dtype)  # (B L 1); bf16 under autocast stays bf16 for the kernels
             xBC = xBC * keep
         w = self.conv1d.weight[:, 0]  # (conv_dim W)
         # A channel-last view of the wider in_proj output: its strides (d_in_proj) need not be
@@ -177,28 +179,11 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(self.norm(y.flatten(-2), z)), {"conv": conv, "ssm": ssm}
 
 
-class Mamba2Block(nn.Module):
-    """Pre-norm residual block ``x <- x + Dropout(Mamba2(Norm(x)))``."""
+class Mamba2Block(PreNormBlock):
+    """``x <- x + Dropout(Mamba2(Norm(x)))``, mamba_ssm's Block names (norm, mixer)."""
 
     def __init__(self, cfg: Mamba2Config) -> None:
-        super().__init__()
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.mixer = Mamba2Mixer(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens (padding zeroed in the mixer)."""
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
-        return x + self.dropout(self.mixer(self.norm(x), keep))
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        return self.mixer.init_state(batch_size, device, dtype)
-
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, state = self.mixer.step(self.norm(x_t), state)
-        return x_t + self.dropout(y), state
+        super().__init__(make_norm(cfg.norm, cfg.d_model, cfg.norm_eps), Mamba2Mixer(cfg), cfg.dropout)
 
 
 class Mamba2Backbone(Stack):

@@ -85,11 +85,13 @@ class LocalMixer(nn.Module):
         self.conv_bias = nn.Parameter(torch.empty(d_inner).uniform_(-bound, bound))  # (E)
         self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``hidden (B, L, d_model)``; ``mask (B, L)`` True for real tokens."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
-        if keep is not None:
-            keep = keep.to(x.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
-            x = x * keep  # padded steps contribute zeros, as before the start of an unpadded sequence
+        if mask is not None:
+            # Padded steps contribute zeros, as before the start of an unpadded sequence (the
+            # activations' dtype: bf16 under autocast stays bf16 for the kernels).
+            x = x * mask[:, None, :].to(x.dtype)
         x = causal_conv1d(x, self.conv_weight, self.conv_bias, "silu", self.backend)  # (B E L)
         return self.out_proj((x * F.silu(z)).transpose(1, 2))  # (B L d_model)
 
@@ -129,19 +131,20 @@ class LocalMambaMixer(nn.Module):
     def out_proj(self) -> nn.Linear:
         return self.mixer.out_proj
 
-    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``hidden (B, L, d_model)``; ``mask (B, L)`` True for real tokens, padding on the left."""
         B, L, D = hidden.shape
         W = self.window
         n = -(-L // W)  # sub-sequences per row, the last one possibly short
-        if keep is not None:
+        if mask is not None:
             # Roll each row left by its padding p, so that its first real token sits at index 0 and
             # the padding at the end, after every real token (where causality makes it harmless).
-            pad = (L - keep[:, 0].sum(-1)).round().long()  # (B) padded steps, padding on the left
+            pad = L - mask.long().sum(-1)  # (B) padded steps, padding on the left
             src = (torch.arange(L, device=hidden.device) + pad[:, None]) % L  # (B L)
             hidden = hidden.gather(1, src[..., None].expand(B, L, D))
         x = F.pad(hidden, (0, 0, 0, n * W - L))  # (B nW D), zeros after the end: causal, harmless
         y = self.mixer(x.reshape(B * n, W, D)).reshape(B, n * W, D)[:, :L]  # each piece from zero state
-        if keep is not None:
+        if mask is not None:
             dst = (torch.arange(L, device=hidden.device) - pad[:, None]) % L  # undo the roll
             y = y.gather(1, dst[..., None].expand(B, L, D))
         return y  # (B L D)
@@ -191,10 +194,9 @@ class GlobalLocalBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x (B, L, D)``; ``mask (B, L)`` True for real tokens: both branches see zeros at padding."""
-        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L), channels-first branches
         h = self.norm(x)
-        g = self.global_mixer(h, keep)  # (B L D)
-        loc = self.local_mixer(h, keep)  # (B L D)
+        g = self.global_mixer(h, mask)  # (B L D)
+        loc = self.local_mixer(h, mask)  # (B L D)
         return x + self.dropout(self.fuse(g, loc))
 
     def init_state(

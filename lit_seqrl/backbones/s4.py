@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Stack
+from lit_seqrl.backbones.base import PreNormBlock, Stack
 from lit_seqrl.backbones.s4_kernel import DPLRKernel
 
 
@@ -43,7 +43,11 @@ def fft_conv(u: Tensor, K: Tensor) -> Tensor:
 
 
 class S4Layer(nn.Module):
-    """``u (B, L, H) -> y (B, L, H)``: SSM convolution + D skip, GELU, dropout, linear + GLU."""
+    """``u (B, L, H) -> y (B, L, H)``: SSM convolution + D skip, GELU, dropout, linear + GLU.
+
+    With a ``mask``, padded positions feed zeros into the SSM, so its state is still zero when
+    the first real token arrives: real tokens see exactly a fresh start.
+    """
 
     def __init__(self, kernel: SSMKernel, H: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -55,35 +59,13 @@ class S4Layer(nn.Module):
     def _mix(self, y: Tensor) -> Tensor:
         return F.glu(self.out(self.dropout(F.gelu(y))), dim=-1)
 
-    def forward(self, u: Tensor) -> Tensor:
+    def forward(self, u: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``u (B, L, H)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, H)``."""
+        if mask is not None:
+            u = u * mask[..., None].to(u.dtype)  # (B L H)
         K = self.kernel(u.shape[1])  # (H L)
         y = fft_conv(u.transpose(1, 2), K).transpose(1, 2)  # (B L H)
         return self._mix(y + self.D * u)
-
-    def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """``u (B, H)`` -> ``(B, H)`` and the new state."""
-        y, state = self.kernel.step(u, state)  # (B H)
-        return self._mix(y + self.D * u), state
-
-
-class S4Block(S4Layer):
-    """Pre-norm residual block ``x <- x + Dropout(S4Layer(LayerNorm(x)))``.
-
-    With a ``mask``, padded positions feed zeros into the SSM, so its state is still zero when
-    the first real token arrives: real tokens see exactly a fresh start.
-    """
-
-    def __init__(self, kernel: SSMKernel, H: int, dropout: float = 0.0) -> None:
-        super().__init__(kernel, H, dropout)
-        self.norm = nn.LayerNorm(H)
-        self.resid_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        """``x (B, L, H)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, H)``."""
-        z = self.norm(x)
-        if mask is not None:
-            z = z * mask[..., None].to(x.dtype)  # (B L H)
-        return x + self.resid_dropout(super().forward(z))
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -91,26 +73,34 @@ class S4Block(S4Layer):
         """The kernel's state ``(B, H, N/2, 2)`` (the complex SSM state as a real view)."""
         return self.kernel.init_state(batch_size, device, dtype)
 
-    def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        y, state = super().step(self.norm(x_t), state)  # Ā, B̄ rebuilt from the current parameters
-        return x_t + self.resid_dropout(y), state
+    def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """``u (B, H)`` -> ``(B, H)`` and the new state (Ā, B̄ rebuilt from the current parameters)."""
+        y, state = self.kernel.step(u, state)  # (B H)
+        return self._mix(y + self.D * u), state
 
 
 def s4_blocks(
     kernel: Callable[[], Any], d_model: int, n_layers: int, d_state: int, dropout: float
-) -> Iterator[S4Block]:
-    """``n_layers`` blocks, each with its own kernel from ``kernel()``."""
+) -> Iterator[PreNormBlock]:
+    """``n_layers`` pre-norm residual blocks ``x <- x + Dropout(S4Layer(LayerNorm(x)))``, each
+    with its own kernel from ``kernel()``."""
     if d_state < 2 or d_state % 2:
         raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
-    return (S4Block(kernel(), d_model, dropout) for _ in range(n_layers))
+    for _ in range(n_layers):
+        yield PreNormBlock(nn.LayerNorm(d_model), S4Layer(kernel(), d_model, dropout), dropout)
 
 
-def load_old_norm_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Checkpoints written before the blocks held their norms keep loading: ``norms.i.*`` -> ``layers.i.norm.*``."""
-    old = prefix + "norms."
-    for key in [k for k in state_dict if k.startswith(old)]:
-        i, rest = key[len(old) :].split(".", 1)
-        state_dict[f"{prefix}layers.{i}.norm.{rest}"] = state_dict.pop(key)
+def load_old_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before the blocks held their norms keep loading:
+    ``norms.i.*`` -> ``layers.i.norm.*`` and ``layers.i.{kernel,D,out}*`` -> ``layers.i.mixer.*``."""
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        parts = key[len(prefix) :].split(".")
+        if parts[0] == "norms":
+            state_dict[".".join([prefix + "layers", parts[1], "norm", *parts[2:]])] = state_dict.pop(key)
+        elif parts[0] == "layers" and parts[2] in ("kernel", "D", "out"):
+            state_dict[".".join([prefix + "layers", parts[1], "mixer", *parts[2:]])] = state_dict.pop(key)
 
 
 class S4Backbone(Stack):
@@ -140,4 +130,4 @@ class S4Backbone(Stack):
         kernel = partial(DPLRKernel, d_model, d_state, dt_min=dt_min, dt_max=dt_max, lr_scale=ssm_lr_scale)
         blocks = s4_blocks(kernel, d_model, n_layers, d_state, dropout)
         super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("layers", "norm_f"))
-        self._register_load_state_dict_pre_hook(load_old_norm_keys)
+        self._register_load_state_dict_pre_hook(load_old_keys)

@@ -59,7 +59,7 @@ def real_form(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, 
 
 
 #: Up to this L, :func:`row_times_power` applies binary powers to the row; above, ``matrix_power``
-#: (measured fwd+bwd at H = N = 64 on CPU: 1.6x faster at L = 20-60, even at 256, slower at 1024).
+#: (the crossover measured on CPU: ``benchmarks/backbone_speed.py --before``, benchmarks/README.md).
 ROW_POWER_MAX_L = 256
 
 

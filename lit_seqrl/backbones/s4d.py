@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_seqrl.backbones.base import Stack, mark_parameters
-from lit_seqrl.backbones.s4 import load_old_norm_keys, s4_blocks
+from lit_seqrl.backbones.s4 import load_old_keys, s4_blocks
 from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX, clip_imag
 from lit_seqrl.ops.hippo import nplr, s4d_init
 
@@ -125,4 +125,4 @@ class S4DBackbone(Stack):
         )
         blocks = s4_blocks(kernel, d_model, n_layers, d_state, dropout)
         super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("layers", "norm_f"))
-        self._register_load_state_dict_pre_hook(load_old_norm_keys)
+        self._register_load_state_dict_pre_hook(load_old_keys)
