@@ -103,3 +103,10 @@ def test_gate_starts_as_the_average_of_both_branches():
     block = MambaDM(d_model=8, n_layers=1, fusion="gate").layers[0]
     g, loc = torch.randn(3, 8), torch.randn(3, 8)
     torch.testing.assert_close(block.fuse(g, loc), (g + loc) / 2)
+
+
+def test_dc_uses_separate_return_state_action_filters_by_default():
+    # The DC paper's R, s, a filters: three filter banks unless a config asks for another period.
+    model = DecisionConvFormer(d_model=8, n_layers=1)
+    assert model.blocks[0].mixer.weight.shape == (3, 8, 6)
+    assert DecisionConvFormer(d_model=8, n_layers=1, token_types=1).blocks[0].mixer.weight.shape == (1, 8, 6)
