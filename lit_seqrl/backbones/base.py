@@ -27,14 +27,17 @@ proxies only: it cannot see copies; the built-ins have a test that counts the by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 State = Any  # pytree of tensors, batch first
+Init = TypeVar("Init", bound=Callable[..., None])
 
 
 class Backbone(nn.Module):
@@ -190,6 +193,30 @@ class PreNormBlock(nn.Module):
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         y, state = self.mixer.step(self.norm(x_t), state)
         return x_t + self.dropout(y), state
+
+
+def options_from(config: type) -> Callable[[Init], Init]:
+    """Decorate ``__init__(self, d_model, **options)`` of a backbone built from a config dataclass.
+
+    The dataclass stays the one list of the backbone's options (names, types, defaults), and the
+    constructor's signature becomes ``(self, d_model, *, <the other fields>)``, so that
+    ``inspect.signature`` (the registry's ``strict=False``, ``help()``) sees every option.
+    """
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("d_model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="int"),
+    ]
+    for f in dataclasses.fields(config):
+        if f.name != "d_model":
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            params.append(inspect.Parameter(f.name, keyword, default=default, annotation=f.type))
+
+    def wrap(init: Init) -> Init:
+        init.__signature__ = inspect.Signature(params, return_annotation="None")  # type: ignore[attr-defined]
+        return init
+
+    return wrap
 
 
 def mark_parameters(

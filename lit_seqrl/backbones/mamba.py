@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters
+from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters, options_from
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.selective_scan import selective_scan, selective_state_update
@@ -174,29 +174,13 @@ class MambaBackbone(Stack):
     State: per layer ``{"conv": (B, d_inner, d_conv), "ssm": (B, d_inner, d_state)}``: O(1) per token.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | Literal["auto"] = "auto",
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        args = locals()
-        cfg = MambaConfig(**{f.name: args[f.name] for f in fields(MambaConfig)})
+    @options_from(MambaConfig)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = MambaConfig(d_model=d_model, **options)
         # mamba_ssm's MixerModel names (layers, norm_f), so state dicts load both ways.
-        blocks = (MambaBlock(cfg) for _ in range(n_layers))
-        super().__init__(d_model, blocks, make_norm(norm, d_model, norm_eps), names=("layers", "norm_f"))
+        blocks = (MambaBlock(cfg) for _ in range(cfg.n_layers))
+        super().__init__(
+            d_model, blocks, make_norm(cfg.norm, d_model, cfg.norm_eps), names=("layers", "norm_f")
+        )
         self.config = cfg
-        rescale_residuals((block.mixer.out_proj for block in self.layers), n_layers)
+        rescale_residuals((block.mixer.out_proj for block in self.layers), cfg.n_layers)

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_seqrl.backbones.attention import layer_indices
-from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters
+from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters, options_from
 from lit_seqrl.backbones.mamba import Norm, inverse_softplus_dt, make_norm, rescale_residuals
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
 from lit_seqrl.ops.backend import Backend
@@ -52,6 +53,9 @@ class Mamba2Config:
     dropout: float = 0.0  # on each residual branch
     ssm_lr_scale: float | None = None  # learning-rate multiplier for A_log, D, dt_bias (never weight decay)
     backend: Backend = "auto"
+    attn_layers: Sequence[int] | str = ()  # hybrid: these layers are attention blocks ("middle", "last")
+    n_heads: int = 1  # attention layers' heads
+    max_seq_len: int = 1024  # attention layers' KV-cache capacity for step
 
 
 class GatedRMSNorm(nn.Module):
@@ -202,43 +206,21 @@ class Mamba2Backbone(Stack):
     attention's ``{"k", "v", "pos"}`` cache.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 64,
-        d_conv: int = 4,
-        expand: int = 2,
-        headdim: int | None = None,
-        ngroups: int = 1,
-        A_init_range: tuple[float, float] = (1.0, 16.0),
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        chunk_size: int = 64,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-        attn_layers: Sequence[int] | str = (),
-        n_heads: int = 1,
-        max_seq_len: int = 1024,
-    ) -> None:
-        args = locals()
-        cfg = Mamba2Config(**{f.name: args[f.name] for f in fields(Mamba2Config)})  # type: ignore[arg-type]
+    @options_from(Mamba2Config)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = Mamba2Config(d_model=d_model, **options)
         cfg.A_init_range = tuple(cfg.A_init_range)  # a YAML list becomes the tuple the dataclass promises
-        self_attn = layer_indices(attn_layers, n_layers)
+        attn = layer_indices(cfg.attn_layers, cfg.n_layers)
         blocks = (
-            AttentionBlock(d_model, n_heads, dropout, max_seq_len=max_seq_len)
-            if i in self_attn
+            AttentionBlock(d_model, cfg.n_heads, cfg.dropout, max_seq_len=cfg.max_seq_len)
+            if i in attn
             else Mamba2Block(cfg)
-            for i in range(n_layers)
+            for i in range(cfg.n_layers)
         )
         # mamba_ssm's MixerModel names (layers, norm_f), so state dicts load both ways.
-        super().__init__(d_model, blocks, make_norm(norm, d_model, norm_eps), names=("layers", "norm_f"))
+        super().__init__(
+            d_model, blocks, make_norm(cfg.norm, d_model, cfg.norm_eps), names=("layers", "norm_f")
+        )
         self.config = cfg
-        self.attn_layers, self.n_heads, self.max_seq_len = self_attn, n_heads, max_seq_len
-        rescale_residuals((b.mixer.out_proj for b in self.layers if isinstance(b, Mamba2Block)), n_layers)
+        self.attn_layers = attn
+        rescale_residuals((b.mixer.out_proj for b in self.layers if isinstance(b, Mamba2Block)), cfg.n_layers)

@@ -46,16 +46,15 @@ position inside the current sub-sequence (mamba): O(1) per token either way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Stack
-from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, Norm, make_norm, rescale_residuals
-from lit_seqrl.ops.backend import Backend
+from lit_seqrl.backbones.base import Stack, options_from
+from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, make_norm, rescale_residuals
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 
 Fusion = Literal["gate", "sum"]
@@ -236,42 +235,19 @@ class MambaDM(Stack):
     padded steps, so real tokens get the outputs of the unpadded sequence.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        local_window: int = 6,
-        local_expand: int = 1,
-        fusion: Fusion = "sum",
-        local: Local = "conv",
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | Literal["auto"] = "auto",
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        if local_window < 1 or local_expand < 1:
+    @options_from(MambaDMConfig)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = MambaDMConfig(d_model=d_model, **options)
+        if cfg.local_window < 1 or cfg.local_expand < 1:
             raise ValueError(
-                f"local_window and local_expand must be >= 1, got {local_window}, {local_expand}"
+                f"local_window and local_expand must be >= 1, got {cfg.local_window}, {cfg.local_expand}"
             )
-        args = locals()
-        cfg = MambaDMConfig(**{f.name: args[f.name] for f in fields(MambaDMConfig)})
-        blocks = (GlobalLocalBlock(cfg) for _ in range(n_layers))
-        super().__init__(d_model, blocks, make_norm(norm, d_model, norm_eps), names=("layers", "norm_f"))
+        blocks = (GlobalLocalBlock(cfg) for _ in range(cfg.n_layers))
+        norm = make_norm(cfg.norm, d_model, cfg.norm_eps)
+        super().__init__(d_model, blocks, norm, names=("layers", "norm_f"))
         self.config = cfg
-        rescale_residuals(
-            (proj for b in self.layers for proj in (b.global_mixer.out_proj, b.local_mixer.out_proj)),
-            n_layers,
-        )
+        out_projs = (proj for b in self.layers for proj in (b.global_mixer.out_proj, b.local_mixer.out_proj))
+        rescale_residuals(out_projs, cfg.n_layers)
 
     def local_features(self, x: Tensor, layer: int = 0) -> Tensor:
         """The local branch's output ``(B, L, D)`` of block ``layer`` for that block's input ``x``."""
