@@ -8,7 +8,8 @@ generator lives in :mod:`lit_seqrl.backbones.s4_kernel` (S4D's in :mod:`lit_seqr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import PreNormBlock, Stack
+from lit_seqrl.backbones.base import PreNormBlock, Stack, options_from
 from lit_seqrl.backbones.s4_kernel import DPLRKernel
 
 
@@ -79,17 +80,6 @@ class S4Layer(nn.Module):
         return self._mix(y + self.D * u), state
 
 
-def s4_blocks(
-    kernel: Callable[[], Any], d_model: int, n_layers: int, d_state: int, dropout: float
-) -> Iterator[PreNormBlock]:
-    """``n_layers`` pre-norm residual blocks ``x <- x + Dropout(S4Layer(LayerNorm(x)))``, each
-    with its own kernel from ``kernel()``."""
-    if d_state < 2 or d_state % 2:
-        raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
-    for _ in range(n_layers):
-        yield PreNormBlock(nn.LayerNorm(d_model), S4Layer(kernel(), d_model, dropout), dropout)
-
-
 def load_old_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """Checkpoints written before the blocks held their norms keep loading:
     ``norms.i.*`` -> ``layers.i.norm.*`` and ``layers.i.{kernel,D,out}*`` -> ``layers.i.mixer.*``."""
@@ -103,31 +93,42 @@ def load_old_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
             state_dict[".".join([prefix + "layers", parts[1], "mixer", *parts[2:]])] = state_dict.pop(key)
 
 
-class S4Backbone(Stack):
-    """S4 blocks (DPLR kernels, HiPPO-LegS init) and a final LayerNorm.
+@dataclass
+class S4Config:
+    d_model: int
+    n_layers: int = 3
+    d_state: int = 64  # N: real state size per channel (N/2 complex conjugate pairs are stored)
+    dropout: float = 0.0  # after the GELU inside each layer and on each residual branch
+    dt_min: float = 1e-3  # range of the log-uniform initial step Δ
+    dt_max: float = 1e-1
+    ssm_lr_scale: float | None = None  # learning-rate multiplier for Λ, P, B, Δ (weight decay is always 0)
 
-    Args:
-        d_model: token width H.
-        n_layers: number of blocks.
-        d_state: N, the real state size per channel (N/2 complex conjugate pairs are stored).
-        dropout: after the GELU inside each layer and on each residual branch.
-        dt_min, dt_max: range of the log-uniform initial step Δ.
-        ssm_lr_scale: learning-rate multiplier for Λ, P, B, Δ (their weight decay is always 0).
 
+class S4Stack(Stack):
+    """Pre-norm residual S4 blocks ``x <- x + Dropout(S4Layer(LayerNorm(x)))``, then a LayerNorm.
+
+    ``kernel()`` builds one layer's SSM kernel generator (DPLR for S4, diagonal for S4D).
     State: one ``(B, H, N/2, 2)`` tensor per layer (the complex SSM state as a real view).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 64,
-        dropout: float = 0.0,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        ssm_lr_scale: float | None = None,
-    ) -> None:
-        kernel = partial(DPLRKernel, d_model, d_state, dt_min=dt_min, dt_max=dt_max, lr_scale=ssm_lr_scale)
-        blocks = s4_blocks(kernel, d_model, n_layers, d_state, dropout)
-        super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("layers", "norm_f"))
+    def __init__(self, cfg: S4Config, kernel: Callable[[], SSMKernel]) -> None:
+        if cfg.d_state < 2 or cfg.d_state % 2:
+            raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {cfg.d_state}")
+        H = cfg.d_model
+        blocks = (
+            PreNormBlock(nn.LayerNorm(H), S4Layer(kernel(), H, cfg.dropout), cfg.dropout)
+            for _ in range(cfg.n_layers)
+        )
+        super().__init__(H, blocks, nn.LayerNorm(H), names=("layers", "norm_f"))
+        self.config = cfg
         self._register_load_state_dict_pre_hook(load_old_keys)
+
+
+class S4Backbone(S4Stack):
+    """S4 (DPLR kernels, HiPPO-LegS init); keyword arguments as :class:`S4Config`."""
+
+    @options_from(S4Config)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = S4Config(d_model=d_model, **options)
+        kernel = partial(DPLRKernel, d_model, cfg.d_state, cfg.dt_min, cfg.dt_max, lr_scale=cfg.ssm_lr_scale)
+        super().__init__(cfg, kernel)

@@ -8,14 +8,15 @@ zero-order-hold discretisation ``Ā = exp(ΔΛ)``, ``B̄ = (exp(ΔΛ) - 1)/Λ ·
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Stack, mark_parameters
-from lit_seqrl.backbones.s4 import load_old_keys, s4_blocks
+from lit_seqrl.backbones.base import mark_parameters, options_from
+from lit_seqrl.backbones.s4 import S4Config, S4Stack
 from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX, clip_imag
 from lit_seqrl.ops.hippo import nplr, s4d_init
 
@@ -103,26 +104,18 @@ class DiagonalKernel(nn.Module):
         return y.to(u.dtype), torch.view_as_real(x)
 
 
-class S4DBackbone(Stack):
-    """S4's blocks with diagonal SSMs; ``init`` picks S4D-Inv (default), S4D-Lin or S4D-LegS.
+@dataclass
+class S4DConfig(S4Config):
+    init: Init = "inv"  # S4D-Inv, S4D-Lin or S4D-LegS
 
-    Arguments and state as :class:`lit_seqrl.backbones.s4.S4Backbone`, plus ``init``.
-    """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 64,
-        dropout: float = 0.0,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        init: Init = "inv",
-        ssm_lr_scale: float | None = None,
-    ) -> None:
+class S4DBackbone(S4Stack):
+    """S4's blocks with diagonal SSMs; keyword arguments as :class:`S4DConfig`."""
+
+    @options_from(S4DConfig)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = S4DConfig(d_model=d_model, **options)
         kernel = partial(
-            DiagonalKernel, d_model, d_state, init, dt_min=dt_min, dt_max=dt_max, lr_scale=ssm_lr_scale
+            DiagonalKernel, d_model, cfg.d_state, cfg.init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale
         )
-        blocks = s4_blocks(kernel, d_model, n_layers, d_state, dropout)
-        super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("layers", "norm_f"))
-        self._register_load_state_dict_pre_hook(load_old_keys)
+        super().__init__(cfg, kernel)
