@@ -7,17 +7,16 @@ zero-order-hold discretisation ``Ā = exp(ΔΛ)``, ``B̄ = (exp(ΔΛ) - 1)/Λ ·
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_seqrl.backbones.base import mark_parameters, options_from
+from lit_seqrl.backbones.base import options_from
 from lit_seqrl.backbones.s4 import S4Config, S4Stack
-from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX, clip_imag
+from lit_seqrl.backbones.s4_kernel import SSMParameters, clip_imag
 from lit_seqrl.ops.hippo import nplr, s4d_init
 
 Init = Literal["lin", "inv", "legs"]
@@ -45,11 +44,8 @@ def legs_input(N: int) -> Tensor:
     return clip_imag(nplr("legs", N)[2])
 
 
-class DiagonalKernel(nn.Module):
-    """S4D's SSM parameters for H channels: kernel generator and ZOH recurrence.
-
-    Re Λ is stored as ``log(-Re Λ)`` (always stable); complex B, C as real views.
-    """
+class DiagonalKernel(SSMParameters):
+    """S4D's SSM for H channels (``A = Λ`` diagonal): kernel generator and ZOH recurrence."""
 
     def __init__(
         self,
@@ -60,25 +56,8 @@ class DiagonalKernel(nn.Module):
         dt_max: float = 1e-1,
         lr_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        self.H, self.N = H, N
-        Lambda = s4d_init(init, N)  # (N/2)
-        self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
-        self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
         B = legs_input(N) if init == "legs" else torch.ones(N // 2, dtype=torch.complex64)  # (N/2)
-        self.B = nn.Parameter(torch.view_as_real(B.repeat(H, 1)))  # (H N/2 2)
-        self.C = nn.Parameter(torch.view_as_real(torch.randn(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
-        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)  # (H)
-        mark_parameters(
-            self.log_Lambda_re,
-            self.Lambda_im,
-            self.B,
-            self.log_dt,
-            weight_decay=0.0,
-            lr_scale=lr_scale,
-            lr_max=SSM_LR_MAX,
-        )
+        super().__init__(H, N, s4d_init(init, N), B, dt_min, dt_max, lr_scale)
 
     def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``Λ, B, C (H, N/2)`` complex and ``Δ (H,)``."""
@@ -88,12 +67,6 @@ class DiagonalKernel(nn.Module):
     def forward(self, L: int) -> Tensor:
         """The convolution kernel ``(H, L)``."""
         return s4d_kernel(*self.ssm(), L)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
-    ) -> Tensor:
-        """Zero state ``(batch, H, N/2, 2)`` (complex as a real view)."""
-        return torch.zeros(batch_size, self.H, self.N // 2, 2, device=device, dtype=dtype or torch.float32)
 
     def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``x' = Ā x + B̄ u``, ``y = 2 Re(C x')``: ``u (batch, H)`` -> ``y (batch, H)``, new state."""
