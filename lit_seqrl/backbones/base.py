@@ -21,8 +21,8 @@ The state convention, the same for every backbone:
    ``init_state``'s rows, the others are untouched.
 4. No step copies its whole state: O(1) per token for SSMs and RNNs, O(tokens seen) for attention.
 
-``lit_seqrl.testing.check_backbone`` verifies all of this for any backbone (4. by timing-free
-proxies only: it cannot see copies; the built-ins have a test that counts the bytes a step writes).
+``lit_seqrl.testing.check_backbone`` verifies 1.-3. for any backbone; 4. it cannot see (the
+built-ins have a test that counts the bytes a step allocates at two cache capacities).
 """
 
 from __future__ import annotations

@@ -151,15 +151,15 @@ class DecisionConvFormer(Stack):
         n_heads: int = 1,
         max_seq_len: int = 1024,
     ) -> None:
-        self_attn = layer_indices(attn_layers, n_layers)
+        attn = layer_indices(attn_layers, n_layers)
         blocks = (
             AttentionBlock(d_model, n_heads, dropout, max_seq_len=max_seq_len)
-            if i in self_attn
+            if i in attn
             else ConvBlock(d_model, window, token_types, mlp_ratio, dropout)
             for i in range(n_layers)
         )
         super().__init__(d_model, blocks, nn.LayerNorm(d_model))
-        self.attn_layers, self.n_heads, self.max_seq_len = self_attn, n_heads, max_seq_len
+        self.attn_layers, self.n_heads, self.max_seq_len = attn, n_heads, max_seq_len
         for module in self.modules():  # GPT-2 / DT initialisation of the linear maps
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
