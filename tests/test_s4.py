@@ -179,16 +179,18 @@ def test_inference_mode_then_training(name: str) -> None:
     backbone(x).sum().backward()  # nothing cached under inference_mode leaks into training
     assert all(p.grad is not None for p in backbone.parameters())
     with torch.no_grad():  # Δ changes: the recurrence follows, as nothing is cached
-        for layer in backbone.layers:
-            layer.kernel.log_dt.add_(0.5)
+        for block in backbone.layers:
+            block.mixer.kernel.log_dt.add_(0.5)
     check_backbone(backbone)
 
 
 def test_ssm_parameters_are_marked() -> None:
     backbone = build_backbone("s4", d_model=8, n_layers=1, d_state=8, ssm_lr_scale=0.5)
     marked = {n for n, p in backbone.named_parameters() if getattr(p, "_optim", None)}
-    assert marked == {f"layers.0.kernel.{n}" for n in ("log_Lambda_re", "Lambda_im", "P", "B", "log_dt")}
-    assert backbone.layers[0].kernel.P._optim == {"weight_decay": 0.0, "lr_scale": 0.5, "lr_max": 1e-3}
+    assert marked == {
+        f"layers.0.mixer.kernel.{n}" for n in ("log_Lambda_re", "Lambda_im", "P", "B", "log_dt")
+    }
+    assert backbone.layers[0].mixer.kernel.P._optim == {"weight_decay": 0.0, "lr_scale": 0.5, "lr_max": 1e-3}
 
 
 @pytest.mark.parametrize("L", [0, 1, 2, 5, 20, 60, 300])
