@@ -157,3 +157,34 @@ class CausalSelfAttention(nn.Module):
             q[:, :, None], k_cache[:, :, :t_max], v_cache[:, :, :t_max], attn_mask=visible
         )  # (B H 1 dh)
         return self.proj(y.reshape(B, D)), {"k": k_cache, "v": v_cache, "pos": pos + 1}
+
+
+class KVCacheBlock(nn.Module):
+    """A residual block around one :class:`CausalSelfAttention` (``self.attn``): its state is the KV cache.
+
+    Subclasses say what goes into the attention (``attention_input``, e.g. a pre-norm) and how its
+    output joins the stream (``finish``: residual or gate, norms, the feed-forward sub-layer);
+    ``forward`` and the cached ``step`` share both halves.
+    """
+
+    attn: CausalSelfAttention
+
+    def attention_input(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def finish(self, x: Tensor, attn_out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens (padded keys are never attended to)."""
+        return self.finish(x, self.attn(self.attention_input(x), attention_mask(mask, x.shape[1])))
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, Tensor]:
+        return self.attn.init_state(batch_size, device, dtype)
+
+    def step(self, x_t: Tensor, cache: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """One token ``x_t (B, D)`` -> ``(B, D)`` and the cache holding it."""
+        y, cache = self.attn.step(self.attention_input(x_t), cache)
+        return self.finish(x_t, y), cache

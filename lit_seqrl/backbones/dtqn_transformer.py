@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.attention import CausalSelfAttention, attention_mask
+from lit_seqrl.backbones.attention import CausalSelfAttention, KVCacheBlock
 from lit_seqrl.backbones.base import Stack
 
 
@@ -68,7 +68,7 @@ class Residual(nn.Module):
         return x + y
 
 
-class DTQNBlock(nn.Module):
+class DTQNBlock(KVCacheBlock):
     def __init__(
         self, d_model: int, n_heads: int, dropout: float, gate: str, pre_norm: bool, max_seq_len: int
     ) -> None:
@@ -82,7 +82,6 @@ class DTQNBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    # The block is split around the attention call so that forward and the cached step share it.
     def attention_input(self, x: Tensor) -> Tensor:
         return self.ln1(x) if self.pre_norm else x
 
@@ -97,19 +96,6 @@ class DTQNBlock(nn.Module):
             return self.combine2(x, F.relu(self.drop(self.ff(self.ln2(x)))))
         x = self.ln1(self.combine1(x, F.relu(self.drop(attn_out))))
         return self.ln2(self.combine2(x, F.relu(self.drop(self.ff(x)))))
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens (keys only)."""
-        return self.finish(x, self.attn(self.attention_input(x), attention_mask(mask, x.shape[1])))
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        return self.attn.init_state(batch_size, device, dtype)
-
-    def step(self, x_t: Tensor, cache: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, cache = self.attn.step(self.attention_input(x_t), cache)
-        return self.finish(x_t, y), cache
 
 
 class DTQNTransformer(Stack):

@@ -11,17 +11,16 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.attention import CausalSelfAttention, attention_mask
+from lit_seqrl.backbones.attention import CausalSelfAttention, KVCacheBlock, attention_mask
 from lit_seqrl.backbones.base import Stack
 
 Activation = Literal["relu", "gelu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
-class Block(nn.Module):
+class Block(KVCacheBlock):
     """Pre-LN transformer block ``x <- x + Attn(LN(x)); x <- x + MLP(LN(x))`` (also the hybrids' attention layer)."""
 
     def __init__(
@@ -46,6 +45,13 @@ class Block(nn.Module):
             nn.Dropout(dropout),
         )
 
+    def attention_input(self, x: Tensor) -> Tensor:
+        return self.ln_1(x)
+
+    def finish(self, x: Tensor, attn_out: Tensor) -> Tensor:
+        x = x + attn_out
+        return x + self.mlp(self.ln_2(x))
+
     def forward(
         self,
         x: Tensor,
@@ -60,20 +66,8 @@ class Block(nn.Module):
         """
         if attn_mask is None:
             attn_mask = attention_mask(mask, x.shape[1])
-        y = self.attn(self.ln_1(x), attn_mask, index)
-        x = x + y if index is None else x[:, index] + y
-        return x + self.mlp(self.ln_2(x))
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        """The attention's KV cache (see :mod:`lit_seqrl.backbones.attention`)."""
-        return self.attn.init_state(batch_size, device, dtype)
-
-    def step(self, x_t: Tensor, cache: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, cache = self.attn.step(self.ln_1(x_t), cache)
-        x_t = x_t + y
-        return x_t + self.mlp(self.ln_2(x_t)), cache
+        y = self.attn(self.attention_input(x), attn_mask, index)
+        return self.finish(x if index is None else x[:, index], y)
 
 
 class Transformer(Stack):
