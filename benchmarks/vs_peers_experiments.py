@@ -4,9 +4,9 @@ Nothing in lit_seqrl is edited: each variant is an option or a monkeypatch appli
 process to a fresh agent (undoing a shipped change, or trying one that is not shipped).
 Variants run in turn, round after round (machine load hits them alike); each row is the median.
 
-* training step (forward + backward + grad-clip + AdamW on batches already in memory): PyTorch's
-  dropout masks, GELU, the last block on every position, unfused AdamW, all of them together
-  (our step before these changes), thread counts, ``torch.compile`` and bf16 autocast;
+* training step (forward + backward + grad-clip + AdamW on batches already in memory): GELU,
+  the last block on every position, unfused AdamW, all of them together (our step before
+  these changes), thread counts, ``torch.compile`` and bf16 autocast;
 * the Lightning loop around it: ``Trainer.fit`` (data loading, logging, clipping) vs the bare step;
 * window-mode evaluation (``run_episodes`` + ``DecisionPolicy``, 10 envs): the last block on
   every position, thread counts, bf16 autocast and ``torch.compile``.
@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
@@ -32,9 +31,6 @@ from vs_peers import backbone_spec
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.base import adamw, param_groups
 from lit_seqrl.agents.decision_policy import DecisionPolicy
-from lit_seqrl.backbones import transformer as transformer_module
-from lit_seqrl.backbones.layers import Dropout
-from lit_seqrl.backbones.transformer import CausalSelfAttention
 from lit_seqrl.evaluation.rollout import run_episodes
 
 
@@ -56,47 +52,25 @@ def make_agent(dm: Any, spec: dict[str, Any], **overrides: Any) -> DecisionAgent
     return agent
 
 
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:
-    return F.scaled_dot_product_attention(q, k, v, **kw)
-
-
-class _SDPAAttention(CausalSelfAttention):
-    """The attention before the cheap masks: SDPA's own dropout (``bernoulli_``) in training."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        with mock.patch.object(transformer_module, "attention", _sdpa):
-            return super().forward(*args, **kwargs)
-
-
-def use_torch_dropout(agent: DecisionAgent) -> DecisionAgent:
-    """Undo the cheap CPU masks: ``nn.Dropout`` modules and SDPA's attention dropout."""
-    for module in list(agent.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, Dropout):
-                setattr(module, name, nn.Dropout(child.p))
-            elif isinstance(child, CausalSelfAttention):
-                child.__class__ = _SDPAAttention
-    return agent
-
-
 def use_full_last_block(agent: DecisionAgent) -> DecisionAgent:
     """Undo ``forward_at``: the last block computes every position, then the agent picks."""
     bb = agent.backbone
     full = type(bb).forward_at  # with index None it computes every position
 
-    def forward_at(x: Tensor, mask: Tensor | None = None, index: slice | Tensor = slice(None)) -> Tensor:
-        return full(bb, x, mask, None)[:, index]
+    def forward_at(x: Tensor, mask: Tensor | None = None, index: slice | Tensor | None = None) -> Tensor:
+        y = full(bb, x, mask, None)
+        return y if index is None else y[:, index]
 
     bb.forward_at = forward_at  # type: ignore[method-assign]
     return agent
 
 
 def undo_this_round(agent: DecisionAgent) -> DecisionAgent:
-    """Two input dropouts (the agent's and the backbone's), PyTorch's masks, full last block.
+    """Two input dropouts (the agent's and the backbone's), full last block.
     (GELU, the other part of our previous step, is chosen when the agent is built.)"""
     p = agent.hparams.embed_dropout
     agent.embed_drop = nn.Sequential(nn.Dropout(p), nn.Dropout(p))
-    return use_full_last_block(use_torch_dropout(agent))
+    return use_full_last_block(agent)
 
 
 def previous(dm: Any, spec: dict[str, Any]) -> DecisionAgent:
@@ -207,7 +181,7 @@ class EvalVariant:
 # --------------------------------------------------------------------------- patches for the full run
 PATCHES = {
     "bf16": "bf16 autocast in training (Lightning precision='bf16-mixed') and evaluation",
-    "previous": "our agent before this round (GELU, two input dropouts, PyTorch masks, full last block)",
+    "previous": "our agent before this round (GELU, two input dropouts, full last block)",
     "compile": "torch.compile of the agent's forward in training (acting: ours uses eval_compile anyway)",
 }
 
@@ -265,7 +239,6 @@ def train_step_variants(args, dm, spec, batches, rounds, other) -> None:
     gelu = backbone_spec(spec, activation="gelu")
     variants = [
         TrainVariant("as shipped", make_agent(dm, spec)),
-        TrainVariant("PyTorch dropout masks (bernoulli_)", use_torch_dropout(make_agent(dm, spec))),
         TrainVariant("GELU MLP instead of ReLU (our default)", make_agent(dm, spec, backbone=gelu)),
         TrainVariant("last block on every position", use_full_last_block(make_agent(dm, spec))),
         TrainVariant("unfused AdamW", make_agent(dm, spec), fused=False),

@@ -15,16 +15,17 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from lit_seqrl.backbones.base import Backbone
-from lit_seqrl.backbones.conv import DecisionConvFormer, DecisionConvFormerHybrid
+from lit_seqrl.backbones.conv import DecisionConvFormer
 from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
 from lit_seqrl.backbones.hippo_rnn import HippoRNN
 from lit_seqrl.backbones.mamba import MambaBackbone
-from lit_seqrl.backbones.mamba2 import Mamba2Backbone, Mamba2Hybrid
+from lit_seqrl.backbones.mamba2 import Mamba2Backbone
 from lit_seqrl.backbones.mambadm import MambaDM
 from lit_seqrl.backbones.recurrent import GRUBackbone, LSTMBackbone
 from lit_seqrl.backbones.s4 import S4Backbone
@@ -35,19 +36,20 @@ ENTRY_POINT_GROUP = "lit_seqrl.backbones"
 BUILTIN_PROVIDER = "lit-seqrl"  # our distribution name: the provider shown for built-ins
 IN_PROCESS_PROVIDER = "<in-process>"
 
-# Add a new built-in backbone here: name -> class.
-BUILTINS: dict[str, type[Backbone]] = {
+# Add a new built-in backbone here: name -> class, or a variant of one that only changes defaults,
+# as partial(cls, option=default).
+BUILTINS: dict[str, type[Backbone] | partial[Backbone]] = {
     "transformer": Transformer,
     "mamba": MambaBackbone,
     "mamba2": Mamba2Backbone,
-    "mamba2_hybrid": Mamba2Hybrid,
+    "mamba2_hybrid": partial(Mamba2Backbone, attn_layers="middle"),
     "s4": S4Backbone,
     "s4d": S4DBackbone,
     "hippo_rnn": HippoRNN,
     "lstm": LSTMBackbone,
     "gru": GRUBackbone,
     "dc": DecisionConvFormer,
-    "dc_hybrid": DecisionConvFormerHybrid,
+    "dc_hybrid": partial(DecisionConvFormer, attn_layers="last"),
     "mambadm": MambaDM,
     "dtqn_transformer": DTQNTransformer,
 }
@@ -60,6 +62,13 @@ class BackboneEntry:
     name: str
     cls: type[Backbone]
     provider: str  # distribution name: "lit-seqrl" for built-ins, "<in-process>" for register_backbone
+    defaults: dict[str, Any] = field(default_factory=dict)  # a variant's options, overridable
+
+    @classmethod
+    def builtin(cls, name: str, spec: type[Backbone] | partial[Backbone]) -> BackboneEntry:
+        if isinstance(spec, partial):
+            return cls(name, spec.func, BUILTIN_PROVIDER, dict(spec.keywords))  # type: ignore[arg-type]
+        return cls(name, spec, BUILTIN_PROVIDER)
 
 
 _registered: dict[str, BackboneEntry] = {}  # in-process registrations win over plugins
@@ -149,18 +158,22 @@ def refresh() -> None:
 
 def list_backbones() -> dict[str, BackboneEntry]:
     """All usable backbones by name, sorted: built-ins, plugins and in-process registrations."""
-    builtins = {name: BackboneEntry(name, cls, BUILTIN_PROVIDER) for name, cls in BUILTINS.items()}
+    builtins = {name: BackboneEntry.builtin(name, spec) for name, spec in BUILTINS.items()}
     entries = {**_discover(), **_registered, **builtins}
     return dict(sorted(entries.items()))
 
 
-def get_backbone_class(name: str) -> type[Backbone]:
+def get_backbone_entry(name: str) -> BackboneEntry:
     entries = list_backbones()
     if name not in entries:
         known = ", ".join(entries) or "none"
         hint = f" (its plugin was skipped: {_skipped[name]})" if name in _skipped else ""
         raise UnknownBackboneError(f"unknown backbone {name!r}{hint}; known backbones: {known}")
-    return entries[name].cls
+    return entries[name]
+
+
+def get_backbone_class(name: str) -> type[Backbone]:
+    return get_backbone_entry(name).cls
 
 
 def build_backbone(name: str, d_model: int, strict: bool = True, **kwargs: Any) -> Backbone:
@@ -169,7 +182,8 @@ def build_backbone(name: str, d_model: int, strict: bool = True, **kwargs: Any) 
     With ``strict=False``, keyword arguments the backbone's constructor does not accept are
     dropped with a warning (so a config written for one backbone can swap in another).
     """
-    cls = get_backbone_class(name)
+    entry = get_backbone_entry(name)
+    cls = entry.cls
     if not strict:
         params = inspect.signature(cls.__init__).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -180,6 +194,6 @@ def build_backbone(name: str, d_model: int, strict: bool = True, **kwargs: Any) 
                 )
             kwargs = {k: v for k, v in kwargs.items() if k in params}
     try:
-        return cls(d_model=d_model, **kwargs)
+        return cls(d_model=d_model, **{**entry.defaults, **kwargs})
     except TypeError as err:
         raise TypeError(f"cannot build backbone {name!r} with {kwargs}: {err}") from err

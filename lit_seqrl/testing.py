@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 from lit_seqrl.backbones.base import Backbone
 
@@ -106,6 +106,49 @@ def check_state_reset(
     )
 
 
+def check_state_convention(backbone: Backbone, batch: int = 2, seq_len: int = 6, atol: float = 1e-5) -> None:
+    """The state convention of :class:`Backbone.step` (see ``lit_seqrl.backbones.base``).
+
+    * ``step`` returns a state with ``init_state``'s structure: the same pytree, every leaf the
+      same shape, dtype and device (so ``reset_state`` and batching work on any step's state);
+    * everything the backbone remembers is in the state: two sequences stepped in turn, each from
+      its own state, give the outputs each gives alone;
+    * a state copied with ``tree_map(torch.clone, state)`` continues exactly as the original.
+    """
+    x = _seeded((2, batch, seq_len, backbone.d_model), 7)
+    init = backbone.init_state(batch, device=x.device, dtype=x.dtype)
+    want_spec, want = tree_flatten(init)[1], [(t.shape, t.dtype, t.device) for t in tree_leaves(init)]
+    alone = []
+    for s in range(2):
+        state, ys = backbone.init_state(batch, device=x.device, dtype=x.dtype), []
+        for t in range(seq_len):
+            y_t, state = backbone.step(x[s, :, t], state)
+            ys.append(y_t)
+            got_spec = tree_flatten(state)[1]
+            assert got_spec == want_spec, f"step changed the state's structure: {got_spec} != {want_spec}"
+            got = [(v.shape, v.dtype, v.device) for v in tree_leaves(state)]
+            assert got == want, f"step changed the state's leaves (shape, dtype, device): {got} != {want}"
+        alone.append(torch.stack(ys, dim=1))
+    states = [backbone.init_state(batch, device=x.device, dtype=x.dtype) for _ in range(2)]
+    for t in range(seq_len):
+        for s in range(2):
+            y_t, states[s] = backbone.step(x[s, :, t], states[s])
+            err = (y_t - alone[s][:, t]).abs().max().item()
+            assert err <= atol, (
+                f"two sequences stepped in turn differ from each alone by {err:.3g} at t={t}: the "
+                "backbone keeps state outside the state it returns"
+            )
+    state = backbone.init_state(batch, device=x.device, dtype=x.dtype)
+    for t in range(seq_len // 2):
+        _, state = backbone.step(x[0, :, t], state)
+    copy = tree_map(torch.clone, state)
+    for t in range(seq_len // 2, seq_len):
+        y_orig, state = backbone.step(x[0, :, t], state)
+        y_copy, copy = backbone.step(x[0, :, t], copy)
+        err = (y_orig - y_copy).abs().max().item()
+        assert err <= atol, f"a cloned state continues differently from the original (by {err:.3g})"
+
+
 def check_gradients(backbone: Backbone, batch: int = 2, seq_len: int = 8) -> None:
     x = _seeded((batch, seq_len, backbone.d_model), 5).requires_grad_(True)
     backbone(x).square().mean().backward()
@@ -132,8 +175,8 @@ def check_backbone(backbone: Backbone, seq_len: int = 16, rtol: float = 1e-4, at
     """Run every conformance check on ``backbone`` (on CPU, fp32, eval mode for determinism).
 
     Checks: shapes and masks, causality, ``forward_at`` == ``forward`` at the same positions,
-    gradients reach every parameter and, when the backbone
-    supports stepping, step-by-step == forward and per-row state reset.
+    gradients reach every parameter and, when the backbone supports stepping, step-by-step ==
+    forward, the state convention of ``Backbone.step`` and per-row state reset.
     """
     assert isinstance(backbone, Backbone), f"expected a lit_seqrl Backbone, got {type(backbone).__name__}"
     assert isinstance(backbone.d_model, int) and backbone.d_model > 0, (
@@ -151,6 +194,7 @@ def check_backbone(backbone: Backbone, seq_len: int = 16, rtol: float = 1e-4, at
             check_forward_at(backbone, seq_len=seq_len)
             if backbone.supports_step:
                 check_step_matches_forward(backbone, seq_len=seq_len, rtol=rtol, atol=atol)
+                check_state_convention(backbone)
                 check_state_reset(backbone, seq_len=seq_len // 2, rtol=rtol, atol=atol)
     finally:
         backbone.train(was_training)

@@ -1,13 +1,15 @@
-"""The conformance suite over every registered backbone, plus transformer specifics."""
+"""The conformance suite over every registered backbone (and its state-convention check), plus
+transformer specifics."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lit_seqrl.backbones.transformer import attention_mask
+from lit_seqrl.backbones import Backbone
+from lit_seqrl.backbones.attention import attention_mask
 from lit_seqrl.registry import build_backbone, list_backbones
-from lit_seqrl.testing import check_backbone
+from lit_seqrl.testing import check_backbone, check_state_convention
 
 SMALL = {"d_model": 16, "n_layers": 2}
 
@@ -77,3 +79,93 @@ def test_transformer_activation_option():
     assert isinstance(relu.blocks[0].mlp[1], torch.nn.ReLU)  # the DT paper code's
     with pytest.raises(ValueError, match="activation must be one of"):
         build_backbone("transformer", d_model=16, activation="swish")
+
+
+class _Counter(torch.nn.Module):
+    """A tiny running-mean mixer, correct except where a test breaks the state convention."""
+
+    def forward(self, x, mask=None):
+        return torch.cumsum(x, 1) / torch.arange(1, x.shape[1] + 1)[:, None]
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        return {
+            "sum": torch.zeros(batch_size, 4, device=device, dtype=dtype),
+            "n": torch.zeros(batch_size, 1),
+        }
+
+    def step(self, x_t, state):
+        s, n = state["sum"] + x_t, state["n"] + 1
+        return s / n, {"sum": s, "n": n}
+
+
+class _Backbone(Backbone):
+    def __init__(self, d_model=4):
+        super().__init__(d_model)
+        self.mix = _Counter()
+
+    def forward(self, x, mask=None):
+        return self.mix(x)
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        return self.mix.init_state(batch_size, device, dtype)
+
+    def step(self, x_t, state):
+        return self.mix.step(x_t, state)
+
+
+class _HiddenCount(_Backbone):
+    """Keeps the token count in the module instead of the state."""
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        self.n = 0
+        return {"sum": torch.zeros(batch_size, 4, device=device, dtype=dtype)}
+
+    def step(self, x_t, state):
+        self.n += 1
+        s = state["sum"] + x_t
+        return s / self.n, {"sum": s}
+
+
+class _GrowingState(_Backbone):
+    """Returns a state of another structure than init_state's."""
+
+    def step(self, x_t, state):
+        y, new = super().step(x_t, state)
+        return y, {**new, "last": x_t}
+
+
+class _SharedState(_Backbone):
+    """Aliases all states to one buffer: a cloned state cannot continue on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shared", torch.zeros(1))
+
+    def step(self, x_t, state):
+        self.shared += 1
+        y, new = super().step(x_t, state)
+        return y + self.shared, new
+
+
+def test_check_state_convention_accepts_a_correct_backbone():
+    check_state_convention(_Backbone())
+
+
+@pytest.mark.parametrize(
+    ("backbone", "message"),
+    [
+        (_HiddenCount(), "keeps state outside"),
+        (_GrowingState(), "structure"),
+        (_SharedState(), "keeps state outside"),
+    ],
+)
+def test_check_state_convention_rejects_broken_backbones(backbone, message):
+    with pytest.raises(AssertionError, match=message):
+        check_state_convention(backbone)
+
+
+def test_forward_at_none_means_every_position():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4)
+    for backbone in (_Backbone(), build_backbone("transformer", **SMALL | {"d_model": 4}).eval()):
+        torch.testing.assert_close(backbone.forward_at(x, None, None), backbone(x))

@@ -364,6 +364,8 @@ def test_dc_with_a_short_window_uses_the_conv_kernel(kernels, d_model):
     # window 4 fits the kernel; d_model 12 makes the transposed (B, L, D) view an invalid
     # channel-last layout (D % 8 != 0), which must reach the kernel as a contiguous copy.
     torch.manual_seed(0)
-    bb = build_backbone("dc", d_model=d_model, n_layers=2, window=4)
+    bb = build_backbone(
+        "dc", d_model=d_model, n_layers=2, window=4, token_types=1
+    )  # one filter bank: the kernel path
     compare_paths(kernels, bb, d_model)
     assert kernels.calls["causal_conv1d_fwd"] == 4  # 2 blocks x (unmasked, masked)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_seqrl.backbones.conv import CausalTokenConv, DecisionConvFormer, DecisionConvFormerHybrid
+from lit_seqrl.backbones.conv import CausalTokenConv, DecisionConvFormer
 from lit_seqrl.backbones.mambadm import MambaDM
 from lit_seqrl.registry import build_backbone, list_backbones
 from lit_seqrl.testing import check_backbone
@@ -24,7 +24,9 @@ def test_registered_under_their_names():
     entries = list_backbones()
     assert entries["mambadm"].cls is MambaDM
     assert entries["dc"].cls is DecisionConvFormer
-    assert entries["dc_hybrid"].cls is DecisionConvFormerHybrid
+    # The hybrid is the same class with another default, not a copy of it.
+    assert entries["dc_hybrid"].cls is DecisionConvFormer
+    assert entries["dc_hybrid"].defaults == {"attn_layers": "last"}
 
 
 @pytest.mark.parametrize(("name", "kwargs"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
@@ -73,20 +75,24 @@ def test_left_padding_gives_the_unpadded_outputs(name):
     torch.manual_seed(0)
     model = build_backbone(name, d_model=16, n_layers=2).eval()
     x = torch.randn(2, 12, 16)
+    P = 6  # padding comes in whole steps: DC's default 3 filter banks keep their token types
     mask = torch.ones(2, 12, dtype=torch.bool)
-    mask[:, :5] = False
+    mask[:, :P] = False
     x_noise = x.clone()
-    x_noise[:, :5] = 10 * torch.randn(2, 5, 16)  # whatever sits in the padding
+    x_noise[:, :P] = 10 * torch.randn(2, P, 16)  # whatever sits in the padding
     with torch.no_grad():
-        torch.testing.assert_close(model(x_noise, mask)[:, 5:], model(x[:, 5:]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(x_noise, mask)[:, P:], model(x[:, P:]), rtol=1e-5, atol=1e-5)
 
 
 def test_hybrid_defaults_to_attention_in_the_last_block_and_options_are_checked():
-    model = DecisionConvFormerHybrid(d_model=16, n_layers=3)
+    model = build_backbone("dc_hybrid", d_model=16, n_layers=3)
     assert model.attn_layers == [2]
+    assert build_backbone("dc_hybrid", d_model=16, n_layers=3, attn_layers=[0]).attn_layers == [0]
     assert DecisionConvFormer(d_model=16, n_layers=3).attn_layers == []
     with pytest.raises(ValueError, match="attn_layers"):
         DecisionConvFormer(d_model=16, n_layers=2, attn_layers=[2])
+    with pytest.raises(ValueError, match="attn_layers"):
+        DecisionConvFormer(d_model=16, n_layers=2, attn_layers="first")
     with pytest.raises(ValueError, match="fusion must be"):
         MambaDM(d_model=16, fusion="concat")
     with pytest.raises(ValueError, match="local_window"):
@@ -97,3 +103,10 @@ def test_gate_starts_as_the_average_of_both_branches():
     block = MambaDM(d_model=8, n_layers=1, fusion="gate").layers[0]
     g, loc = torch.randn(3, 8), torch.randn(3, 8)
     torch.testing.assert_close(block.fuse(g, loc), (g + loc) / 2)
+
+
+def test_dc_uses_separate_return_state_action_filters_by_default():
+    # The DC paper's R, s, a filters: three filter banks unless a config asks for another period.
+    model = DecisionConvFormer(d_model=8, n_layers=1)
+    assert model.blocks[0].mixer.weight.shape == (3, 8, 6)
+    assert DecisionConvFormer(d_model=8, n_layers=1, token_types=1).blocks[0].mixer.weight.shape == (1, 8, 6)

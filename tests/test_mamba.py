@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_seqrl.backbones.mamba import MambaBackbone
-from lit_seqrl.backbones.mamba2 import Mamba2Backbone, Mamba2Block, Mamba2Hybrid
+from lit_seqrl.backbones.mamba import MambaBackbone, MambaConfig
+from lit_seqrl.backbones.mamba2 import Mamba2Backbone, Mamba2Block, Mamba2Config
+from lit_seqrl.backbones.mambadm import MambaDMConfig
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
 from lit_seqrl.ops.backend import KernelUnavailableError, probe
-from lit_seqrl.registry import build_backbone
+from lit_seqrl.registry import build_backbone, get_backbone_class
 from lit_seqrl.testing import check_backbone
 
 # Official names and shapes, written out by hand from mamba_ssm's module definitions.
@@ -160,19 +163,19 @@ def test_step_state_is_constant_size():
 
 
 def test_hybrid_layout_and_cache():
-    hybrid = Mamba2Hybrid(d_model=16, n_layers=3, max_seq_len=3).eval()
-    assert hybrid.attn_layers == [1]
+    hybrid = build_backbone("mamba2_hybrid", d_model=16, n_layers=3, max_seq_len=3).eval()
+    assert type(hybrid) is Mamba2Backbone and hybrid.attn_layers == [1]
     assert [type(b) for b in hybrid.layers] == [Mamba2Block, AttentionBlock, Mamba2Block]
-    state = hybrid.init_state(2)
-    assert len(state["mamba"]) == 2 and state["k"].shape == (2, 1, 1, 3, 16)
+    state = hybrid.init_state(2)  # one state per layer: the attention layer's is its KV cache
+    assert set(state[0]) == {"conv", "ssm"} and state[1]["k"].shape == (2, 1, 3, 16)
     with torch.no_grad():
         for _ in range(3):
             _, state = hybrid.step(torch.randn(2, 16), state)
         with pytest.raises(ValueError, match="KV cache is full"):
             hybrid.step(torch.randn(2, 16), state)
     with pytest.raises(ValueError, match="attn_layers"):
-        Mamba2Hybrid(d_model=16, n_layers=2, attn_layers=[2])
-    pure = Mamba2Hybrid(d_model=16, n_layers=2, attn_layers=[])
+        Mamba2Backbone(d_model=16, n_layers=2, attn_layers=[2])
+    pure = build_backbone("mamba2_hybrid", d_model=16, n_layers=2, attn_layers=[])
     assert all(isinstance(b, Mamba2Block) for b in pure.layers)
 
 
@@ -191,3 +194,20 @@ def test_official_kernels_match_torch_path_in_backbone(name):
     x = torch.randn(2, 200, 64, device="cuda")
     with torch.no_grad():
         torch.testing.assert_close(fast(x), slow(x), rtol=6e-4, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("name", "config"), [("mamba", MambaConfig), ("mamba2", Mamba2Config), ("mambadm", MambaDMConfig)]
+)
+def test_options_are_the_config_dataclass_fields(name, config):
+    # One list of options: the dataclass. The constructor's signature shows exactly its fields.
+    cls = get_backbone_class(name)
+    params = inspect.signature(cls).parameters
+    assert list(params) == [f.name for f in dataclasses.fields(config)]
+    assert all(params[f.name].default == f.default for f in dataclasses.fields(config) if f.name != "d_model")
+    backbone = build_backbone(name, d_model=16, n_layers=1, d_state=8, dropout=0.25)
+    assert (backbone.config.n_layers, backbone.config.d_state, backbone.config.dropout) == (1, 8, 0.25)
+    with pytest.raises(TypeError, match="n_head"):
+        build_backbone(name, d_model=16, n_head=2)
+    with pytest.warns(UserWarning, match="activation"):  # what an agent's strict=False drops
+        build_backbone(name, d_model=16, n_layers=1, strict=False, activation="relu")

@@ -85,15 +85,15 @@ def test_s4d_kernel_equals_the_equations(init):
 def test_s4d_backbone_equals_the_equations():
     torch.manual_seed(0)
     model = S4DBackbone(d_model=6, n_layers=2, d_state=8, init="lin").eval()
-    for i, layer in enumerate(model.layers):
-        _randomize(layer.kernel, seed=10 + i)
+    for i, block in enumerate(model.layers):
+        _randomize(block.mixer.kernel, seed=10 + i)
     x = torch.randn(2, 12, 6)
     with torch.no_grad():
         out = model(x)
     ln = torch.nn.functional.layer_norm
     for b in range(2):
         h = x[b].double()
-        for norm, layer in zip(model.norms, model.layers):
+        for norm, layer in ((block.norm, block.mixer) for block in model.layers):
             k = layer.kernel
             K = s4d_kernel_reference(k.log_Lambda_re, k.Lambda_im, k.B, k.C, k.log_dt, 12)
             z = ln(h, (6,), norm.weight.double(), norm.bias.double(), norm.eps)

@@ -25,7 +25,6 @@ from torchmetrics import MeanMetric
 from lit_seqrl.agents.base import SeqRLAgent, adamw, lr_factor, param_groups
 from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
-from lit_seqrl.backbones.layers import Dropout
 from lit_seqrl.data.scores import normalized_score
 from lit_seqrl.evaluation.callbacks import RolloutEvaluation
 from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
@@ -131,7 +130,7 @@ class DecisionAgent(SeqRLAgent):
         # Discrete: one extra index means "no previous action" (stacked layout, first step).
         self.embed_action = nn.Embedding(act_dim + 1, d) if spec["discrete"] else nn.Linear(act_dim, d)
         self.embed_ln = nn.LayerNorm(d)
-        self.embed_drop = Dropout(self.hparams.embed_dropout)
+        self.embed_drop = nn.Dropout(self.hparams.embed_dropout)
         self.head = nn.Linear(d, act_dim)
         # GPT-2 initialisation for the agent's own layers too, as Hugging Face's Decision Transformer
         # does; the original DT code leaves them at PyTorch's defaults (the timestep embedding at
@@ -251,10 +250,10 @@ class DecisionAgent(SeqRLAgent):
         none = self._embed_none_action(actions.shape[0])[:, None]  # (B 1 D)
         return torch.cat([none, self._embed_actions(actions[:, :-1])], dim=1)
 
-    def state_token_index(self) -> slice:
-        """Positions of the tokens from which actions are predicted."""
+    def state_token_index(self) -> slice | None:
+        """Positions of the tokens from which actions are predicted (None: every token)."""
         if self.hparams.token_layout == "stacked":
-            return slice(None)
+            return None
         return slice(1, None, 3) if self.hparams.return_conditioned else slice(0, None, 2)
 
     def predict(self, h: Tensor) -> Tensor:
@@ -276,7 +275,7 @@ class DecisionAgent(SeqRLAgent):
         tokens, token_mask = self.embed(observations, actions, returns_to_go, timesteps, mask)
         index = self.state_token_index()
         if last_step_only:
-            last = range(tokens.shape[1])[index][-1]
+            last = range(tokens.shape[1])[index or slice(None)][-1]
             index = slice(last, last + 1)
         # Only the tokens actions are read from: the backbone may skip the others' last layer.
         return self.predict(self.backbone.forward_at(tokens, token_mask, index))

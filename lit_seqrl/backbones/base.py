@@ -9,19 +9,35 @@ Every backbone (built-in or from a plugin package) subclasses :class:`Backbone`:
 * the state is a pytree (nested dict/list/tuple) of tensors whose first dimension is the batch,
   so one row can be reset when its environment starts a new episode (:meth:`Backbone.reset_state`).
 
-``lit_seqrl.testing.check_backbone`` verifies all of this for any backbone.
+The state convention, the same for every backbone:
+
+1. ``step`` returns the state to continue from, and the caller always continues from it. The
+   state passed in is *spent*: ``step`` may write into its tensors (a KV cache writes the new
+   key and value in place, so a token costs O(tokens seen), not a copy of the cache). To keep
+   a state for later (branching, a look-ahead), copy it first: ``tree_map(torch.clone, state)``.
+2. The returned state has the structure of ``init_state``'s: the same pytree, and every leaf
+   the same shape, dtype and device. Everything a backbone remembers is in it, none in the module.
+3. Per-row reset is ``reset_state(state, done)``: the rows where ``done`` is True become
+   ``init_state``'s rows, the others are untouched.
+4. No step copies its whole state: O(1) per token for SSMs and RNNs, O(tokens seen) for attention.
+
+``lit_seqrl.testing.check_backbone`` verifies 1.-3. for any backbone; 4. it cannot see (the
+built-ins have a test that counts the bytes a step allocates at two cache capacities).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 State = Any  # pytree of tensors, batch first
+Init = TypeVar("Init", bound=Callable[..., None])
 
 
 class Backbone(nn.Module):
@@ -55,15 +71,17 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def forward_at(
-        self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor = slice(None)
+        self, x: Tensor, mask: Tensor | None = None, index: slice | Tensor | None = None
     ) -> Tensor:
         """``forward(x, mask)[:, index]``: the outputs at some positions only (``(B, L', D)``).
 
-        Agents call this when they read only some tokens (DT reads the state tokens; a policy
-        acting from a window reads the newest one). Override it to skip work for the other
-        positions, as the transformer does in its last block; the result must stay equal.
+        ``index=None`` means every position (``forward`` itself). Agents call this when they read
+        only some tokens (DT reads the state tokens; a policy acting from a window reads the
+        newest one). Override it to skip work for the other positions, as the transformer does in
+        its last block; the result must stay equal.
         """
-        return self(x, mask)[:, index]
+        y = self(x, mask)
+        return y if index is None else y[:, index]
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -72,7 +90,10 @@ class Backbone(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not support step-by-step inference")
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance by one token: ``x_t (B, D) -> y_t (B, D)`` and the new state."""
+        """Advance by one token: ``x_t (B, D) -> y_t (B, D)`` and the state to continue from.
+
+        ``state`` is spent by the call (see the module docstring for the state convention).
+        """
         raise NotImplementedError(f"{type(self).__name__} does not support step-by-step inference")
 
     def reset_state(self, state: State, done: Tensor) -> State:
@@ -89,18 +110,113 @@ class Backbone(nn.Module):
         return tree_map(pick, state, fresh)
 
 
-def step_blocks(
-    blocks: Iterable[nn.Module], x_t: Tensor, states: Sequence[State]
-) -> tuple[Tensor, list[State]]:
-    """Run one token ``x_t (B, D)`` through residual blocks that each have ``step(x_t, state)``.
+class Stack(Backbone):
+    """Blocks applied in order, then a final norm: the shape of the built-in backbones.
 
-    Returns the output of the last block and the list of new per-block states.
+    Each block maps ``forward(x (B, L, D), mask (B, L) | None) -> (B, L, D)`` (it turns the token
+    mask into what it needs) and, to step, has ``init_state(batch_size, device, dtype)`` and
+    ``step(x_t, state) -> (y_t, state)``. The stack's state is the list of its blocks' states.
+
+    Args:
+        d_model: token width.
+        blocks: the blocks, bottom first.
+        norm: the final norm.
+        names: the attribute names of the block list and the final norm, so that checkpoint keys
+            follow each model's reference code (GPT's ``blocks``/``ln_f``, mamba_ssm's
+            ``layers``/``norm_f``).
     """
-    new_states = []
-    for block, state in zip(blocks, states):
-        x_t, state = block.step(x_t, state)
-        new_states.append(state)
-    return x_t, new_states
+
+    def __init__(
+        self,
+        d_model: int,
+        blocks: Iterable[nn.Module],
+        norm: nn.Module,
+        names: tuple[str, str] = ("blocks", "ln_f"),
+    ) -> None:
+        super().__init__(d_model)
+        self._names = names
+        self.add_module(names[0], nn.ModuleList(blocks))
+        self.add_module(names[1], norm)
+
+    @property
+    def stack(self) -> nn.ModuleList:
+        """The blocks, bottom first."""
+        return getattr(self, self._names[0])
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return getattr(self, self._names[1])
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
+        for block in self.stack:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """One state per block, bottom first."""
+        return [block.init_state(batch_size, device, dtype) for block in self.stack]
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """``x_t (B, D)`` -> ``(B, D)`` through every block's ``step``, then the final norm."""
+        new_state = []
+        for block, block_state in zip(self.stack, state):
+            x_t, block_state = block.step(x_t, block_state)
+            new_state.append(block_state)
+        return self.final_norm(x_t), new_state
+
+
+class PreNormBlock(nn.Module):
+    """Pre-norm residual block ``x <- x + Dropout(mixer(Norm(x), mask))`` (Mamba, Mamba-2, S4).
+
+    The mixer maps ``forward(h (B, L, D), mask (B, L) | None) -> (B, L, D)`` and steps with
+    ``init_state(batch_size, device, dtype)`` / ``step(h_t, state) -> (y_t, state)``; the block's
+    state is the mixer's.
+    """
+
+    def __init__(self, norm: nn.Module, mixer: nn.Module, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = norm
+        self.mixer = mixer
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return x + self.dropout(self.mixer(self.norm(x), mask))
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        return self.mixer.init_state(batch_size, device, dtype)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.norm(x_t), state)
+        return x_t + self.dropout(y), state
+
+
+def options_from(config: type) -> Callable[[Init], Init]:
+    """Decorate ``__init__(self, d_model, **options)`` of a backbone built from a config dataclass.
+
+    The dataclass stays the one list of the backbone's options (names, types, defaults), and the
+    constructor's signature becomes ``(self, d_model, *, <the other fields>)``, so that
+    ``inspect.signature`` (the registry's ``strict=False``, ``help()``) sees every option.
+    """
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("d_model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="int"),
+    ]
+    for f in dataclasses.fields(config):
+        if f.name != "d_model":
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            params.append(inspect.Parameter(f.name, keyword, default=default, annotation=f.type))
+
+    def wrap(init: Init) -> Init:
+        init.__signature__ = inspect.Signature(params, return_annotation="None")  # type: ignore[attr-defined]
+        return init
+
+    return wrap
 
 
 def mark_parameters(

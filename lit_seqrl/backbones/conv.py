@@ -10,11 +10,11 @@ channels.
 
 * ``token_types``: the paper uses separate filters for return, state and action tokens. The
   backbone knows no RL, so this is a period: token ``t`` uses filter bank ``t mod token_types``
-  (3 for the interleaved R, s, a layout, 2 without returns, 1 for one token per step).
-  Windows are left-padded by whole steps, so positions keep their type.
-* :class:`DecisionConvFormerHybrid` (the paper's hybrid DC for long-horizon tasks such as
-  Atari) replaces the blocks listed in ``attn_layers`` (default: the last) by the transformer's
-  attention blocks, so the top of the stack sees the whole context.
+  (3, the default, for the interleaved R, s, a layout; 2 without returns, 1 for one token per
+  step). Windows are left-padded by whole steps, so positions keep their type.
+* ``attn_layers`` makes the blocks it lists the transformer's attention blocks, so the top of
+  the stack sees the whole context: the paper's hybrid DC for long-horizon tasks such as Atari,
+  registered as ``dc_hybrid`` (attention in the last block).
 
 ``step`` carries the last ``window`` inputs of every convolution (a rolling buffer, O(1) per
 token) and, for attention blocks, a KV cache of ``max_seq_len`` tokens.
@@ -23,14 +23,15 @@ token) and, for attention blocks, a KV cache of ``max_seq_len`` tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.backbones.attention import layer_indices
+from lit_seqrl.backbones.base import Stack
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
-from lit_seqrl.backbones.transformer import attention_mask
 from lit_seqrl.ops.causal_conv import causal_conv1d
 
 
@@ -97,17 +98,28 @@ class ConvBlock(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens: the convolution sees zeros at padding."""
+        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
         x = x + self.drop(self.mixer(self.ln_1(x), keep))
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x_t: Tensor, buf: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-        y, buf = self.mixer.step(self.ln_1(x_t), buf, pos)
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, Tensor]:
+        """``{"buf": (B, D, window) last inputs, "pos": (B,) tokens seen}`` (pos picks the filter bank)."""
+        return {
+            "buf": self.mixer.init_state(batch_size, device, dtype),
+            "pos": torch.zeros(batch_size, dtype=torch.long, device=device),
+        }
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        y, buf = self.mixer.step(self.ln_1(x_t), state["buf"], state["pos"])
         x_t = x_t + self.drop(y)
-        return x_t + self.mlp(self.ln_2(x_t)), buf
+        return x_t + self.mlp(self.ln_2(x_t)), {"buf": buf, "pos": state["pos"] + 1}
 
 
-class DecisionConvFormer(Backbone):
+class DecisionConvFormer(Stack):
     """Stack of ``n_layers`` convolution blocks and a final LayerNorm (Decision ConvFormer).
 
     Args:
@@ -117,11 +129,14 @@ class DecisionConvFormer(Backbone):
         token_types: filter banks used cyclically along the sequence (3 = DC's R/s/a filters).
         mlp_ratio: hidden width of the MLP, in multiples of ``d_model``.
         dropout: on the mixer and MLP outputs.
-        attn_layers: indices of blocks that are attention blocks instead (see the hybrid).
+        attn_layers: blocks that are attention blocks instead: indices, ``"middle"`` or ``"last"``
+            (the hybrid DC, registered as ``dc_hybrid``).
         n_heads, max_seq_len: attention heads and KV-cache capacity of attention blocks.
 
     ``mask`` (``(B, L)``, True = real token, padding on the left): convolutions see zeros at
     padded steps and attention never attends to them, so real tokens get the unpadded outputs.
+
+    State: per block ``{"buf": (B, D, window), "pos": (B,)}``, or the attention's ``{"k", "v", "pos"}``.
     """
 
     def __init__(
@@ -129,97 +144,24 @@ class DecisionConvFormer(Backbone):
         d_model: int,
         n_layers: int = 3,
         window: int = 6,
-        token_types: int = 1,
+        token_types: int = 3,
         mlp_ratio: int = 4,
         dropout: float = 0.1,
-        attn_layers: list[int] | None = None,
+        attn_layers: Sequence[int] | str = (),
         n_heads: int = 1,
         max_seq_len: int = 1024,
     ) -> None:
-        super().__init__(d_model)
-        attn_layers = sorted(set(attn_layers or []))
-        if any(not 0 <= i < n_layers for i in attn_layers):
-            raise ValueError(f"attn_layers must be layer indices in [0, {n_layers}), got {attn_layers}")
-        self.attn_layers, self.n_heads, self.max_seq_len = attn_layers, n_heads, max_seq_len
-        self.blocks = nn.ModuleList(
-            AttentionBlock(d_model, n_heads, dropout)
-            if i in attn_layers
+        attn = layer_indices(attn_layers, n_layers)
+        blocks = (
+            AttentionBlock(d_model, n_heads, dropout, max_seq_len=max_seq_len)
+            if i in attn
             else ConvBlock(d_model, window, token_types, mlp_ratio, dropout)
             for i in range(n_layers)
         )
-        self.ln_f = nn.LayerNorm(d_model)
+        super().__init__(d_model, blocks, nn.LayerNorm(d_model))
+        self.attn_layers, self.n_heads, self.max_seq_len = attn, n_heads, max_seq_len
         for module in self.modules():  # GPT-2 / DT initialisation of the linear maps
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
-        attn_mask = attention_mask(mask, x.shape[1]) if self.attn_layers else None  # (B 1 L L) or None
-        for block in self.blocks:
-            x = block(x, attn_mask) if isinstance(block, AttentionBlock) else block(x, keep)
-        return self.ln_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """``{"conv": [(B, D, window) per conv block], "pos": (B,)}`` plus ``"k"``/``"v"``
-        ``(B, n_attn, H, T, dh)`` caches when there are attention blocks."""
-        state: dict[str, object] = {
-            "conv": [
-                b.mixer.init_state(batch_size, device, dtype) for b in self.blocks if isinstance(b, ConvBlock)
-            ],
-            "pos": torch.zeros(batch_size, dtype=torch.long, device=device),  # (B) tokens seen per row
-        }
-        if self.attn_layers:
-            head_dim = self.d_model // self.n_heads
-            kv_shape = (batch_size, len(self.attn_layers), self.n_heads, self.max_seq_len, head_dim)
-            state["k"] = torch.zeros(kv_shape, device=device, dtype=dtype)
-            state["v"] = torch.zeros(kv_shape, device=device, dtype=dtype)
-        return state
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; attention caches are written in place."""
-        pos = state["pos"]
-        if self.attn_layers and int(pos.max()) >= self.max_seq_len:
-            raise ValueError(
-                f"{type(self).__name__} KV cache is full ({self.max_seq_len} tokens); build it with a larger "
-                "max_seq_len or reset finished rows with reset_state"
-            )
-        bufs, new_bufs, a = iter(state["conv"]), [], 0
-        for block in self.blocks:
-            if isinstance(block, AttentionBlock):
-                x_t = block.step(x_t, state["k"][:, a], state["v"][:, a], pos)
-                a += 1
-            else:
-                x_t, buf = block.step(x_t, next(bufs), pos)
-                new_bufs.append(buf)
-        new_state = {**state, "conv": new_bufs, "pos": pos + 1}
-        return self.ln_f(x_t), new_state
-
-
-class DecisionConvFormerHybrid(DecisionConvFormer):
-    """Hybrid DC: convolution blocks with attention in ``attn_layers`` (default: the last block).
-
-    Same arguments as :class:`DecisionConvFormer`; the attention blocks are the transformer
-    backbone's (no positional embedding needed: the convolutions below are position-aware).
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        window: int = 6,
-        token_types: int = 1,
-        mlp_ratio: int = 4,
-        dropout: float = 0.1,
-        attn_layers: list[int] | None = None,
-        n_heads: int = 1,
-        max_seq_len: int = 1024,
-    ) -> None:
-        attn_layers = [n_layers - 1] if attn_layers is None else attn_layers
-        super().__init__(
-            d_model, n_layers, window, token_types, mlp_ratio, dropout, attn_layers, n_heads, max_seq_len
-        )

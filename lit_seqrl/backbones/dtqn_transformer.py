@@ -22,7 +22,8 @@ Where this differs from the official code, on purpose:
   runs afterwards and zeroes every Linear bias, so its gates effectively start at ``0``.
 
 No positional information is added here; the agent adds its learned position embeddings.
-``step`` keeps a key/value cache of ``max_seq_len`` entries per layer.
+The attention is the shared :class:`lit_seqrl.backbones.attention.CausalSelfAttention`; ``step``
+keeps its key/value cache of ``max_seq_len`` entries per layer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.backbones.attention import CausalSelfAttention, KVCacheBlock
+from lit_seqrl.backbones.base import Stack
 
 
 class GRUGate(nn.Module):
@@ -66,52 +68,13 @@ class Residual(nn.Module):
         return x + y
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        self.dropout = dropout
-
-    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, L, _ = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # (B L 3 H hd)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B H L hd)
-        return q, k, v
-
-    def _merge(self, y: Tensor) -> Tensor:
-        B, _, L, _ = y.shape
-        return self.proj(y.transpose(1, 2).reshape(B, L, -1))  # (B L D)
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        q, k, v = self._heads(x)  # (B H L hd)
-        p = self.dropout if self.training else 0.0
-        if attn_mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        return self._merge(y)
-
-    def step(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One token ``x (B, 1, D)``; caches ``(B, H, T, hd)``; ``pos (B,)`` the slot it fills."""
-        q, k, v = self._heads(x)  # (B H 1 hd)
-        rows = torch.arange(x.shape[0], device=x.device)
-        k_cache, v_cache = k_cache.clone(), v_cache.clone()
-        k_cache[rows, :, pos] = k[:, :, 0]
-        v_cache[rows, :, pos] = v[:, :, 0]
-        visible = torch.arange(k_cache.shape[2], device=x.device)[None, :] <= pos[:, None]  # (B T)
-        y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible[:, None, None, :])
-        return self._merge(y), k_cache, v_cache  # (B 1 D)
-
-
-class DTQNBlock(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float, gate: str, pre_norm: bool) -> None:
+class DTQNBlock(KVCacheBlock):
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float, gate: str, pre_norm: bool, max_seq_len: int
+    ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
-        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout, max_seq_len)
         self.ff = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.ReLU(), nn.Linear(4 * d_model, d_model))
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.combine1, self.combine2 = (
@@ -119,7 +82,6 @@ class DTQNBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    # The block is split around the attention call so that forward and the cached step share it.
     def attention_input(self, x: Tensor) -> Tensor:
         return self.ln1(x) if self.pre_norm else x
 
@@ -135,11 +97,8 @@ class DTQNBlock(nn.Module):
         x = self.ln1(self.combine1(x, F.relu(self.drop(attn_out))))
         return self.ln2(self.combine2(x, F.relu(self.drop(self.ff(x)))))
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        return self.finish(x, self.attn(self.attention_input(x), attn_mask))
 
-
-class DTQNTransformer(Backbone):
+class DTQNTransformer(Stack):
     """DTQN's transformer decoder as a backbone.
 
     Args:
@@ -162,57 +121,16 @@ class DTQNTransformer(Backbone):
         identity_map_reordering: bool = False,
         max_seq_len: int = 512,
     ) -> None:
-        super().__init__(d_model)
         if gate not in ("residual", "gru"):
             raise ValueError(f"gate must be 'residual' or 'gru', got {gate!r}")
-        self.n_layers, self.n_heads, self.max_seq_len = n_layers, n_heads, max_seq_len
-        self.blocks = nn.ModuleList(
-            DTQNBlock(d_model, n_heads, dropout, gate, identity_map_reordering) for _ in range(n_layers)
+        blocks = (
+            DTQNBlock(d_model, n_heads, dropout, gate, identity_map_reordering, max_seq_len)
+            for _ in range(n_layers)
         )
-        self.ln_f = nn.LayerNorm(d_model)  # the official network's norm before its Q head, both variants
+        # The final norm: the official network's, before its Q head, in both variants.
+        super().__init__(d_model, blocks, nn.LayerNorm(d_model))
+        self.n_layers, self.n_heads, self.max_seq_len = n_layers, n_heads, max_seq_len
         dtqn_init(self)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D) -> (B, L, D)``; ``mask (B, L)`` True for real tokens (keys only)."""
-        attn_mask = None
-        if mask is not None and not bool(mask.all()):
-            L = x.shape[1]
-            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-            # Every query keeps its own key so that a padded query never has an empty softmax.
-            keys = mask.to(torch.bool)[:, None, None, :] | torch.eye(L, dtype=torch.bool, device=x.device)
-            attn_mask = causal & keys  # (B 1 L L)
-        for block in self.blocks:
-            x = block(x, attn_mask)
-        return self.ln_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        shape = (batch_size, self.n_layers, self.n_heads, self.max_seq_len, self.d_model // self.n_heads)
-        return {
-            "k": torch.zeros(shape, device=device, dtype=dtype),
-            "v": torch.zeros(shape, device=device, dtype=dtype),
-            "pos": torch.zeros(batch_size, dtype=torch.long, device=device),
-        }
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """One token ``x_t (B, D)``; raises if a row's cache already holds ``max_seq_len`` tokens."""
-        pos = state["pos"]
-        if bool((pos >= self.max_seq_len).any()):
-            raise RuntimeError(f"key/value cache is full ({self.max_seq_len} tokens); raise max_seq_len")
-        x = x_t.unsqueeze(1)  # (B 1 D)
-        ks, vs = [], []
-        for i, block in enumerate(self.blocks):
-            y, k, v = block.attn.step(block.attention_input(x), state["k"][:, i], state["v"][:, i], pos)
-            x = block.finish(x, y)
-            ks.append(k)
-            vs.append(v)
-        new_state = {
-            "k": torch.stack(ks, dim=1),
-            "v": torch.stack(vs, dim=1),
-            "pos": pos + 1,
-        }  # (B layers H T hd)
-        return self.ln_f(x[:, 0]), new_state
 
 
 def dtqn_init(module: nn.Module) -> None:

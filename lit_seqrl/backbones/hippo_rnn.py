@@ -100,15 +100,16 @@ class HippoRNN(Backbone):
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """``x_t (B, D)`` -> ``y_t (B, D)`` and the new state."""
         inp = torch.cat([x_t, state["c"]], dim=-1)  # (B D+N)
-        new = {}
         if self.config.cell == "lstm":
-            new["h"], new["cell"] = self.cell(inp, (state["h"], state["cell"]))
+            h, cell = self.cell(inp, (state["h"], state["cell"]))
         else:
-            new["h"] = self.cell(inp, state["h"])  # (B H)
-        new["t"] = state["t"] + 1
-        f = self.to_f(new["h"])[:, 0]  # (B)
-        new["c"] = self._memory(state["c"], f, new["t"])  # (B N)
-        y = self.out(self.dropout(torch.cat([new["h"], new["c"]], dim=-1)))  # (B D)
+            h, cell = self.cell(inp, state["h"]), None  # (B H)
+        t = state["t"] + 1
+        c = self._memory(state["c"], self.to_f(h)[:, 0], t)  # (B N) from f_t (B)
+        y = self.out(self.dropout(torch.cat([h, c], dim=-1)))  # (B D)
+        new = {"h": h, "c": c, "t": t}  # init_state's layout
+        if cell is not None:
+            new["cell"] = cell
         return y, new
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

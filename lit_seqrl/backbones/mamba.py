@@ -14,14 +14,15 @@ the SSM state ``(B, d_inner, d_state)``: O(1) memory and time per token.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, mark_parameters, step_blocks
+from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters, options_from
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.selective_scan import selective_scan, selective_state_update
@@ -100,11 +101,13 @@ class MambaMixer(nn.Module):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C  # Δ's bias is added inside the scan, in fp32
 
-    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
-        """``hidden (B, L, d_model)``; ``keep (B, 1, L)`` zeroes padded steps (see :class:`MambaBackbone`)."""
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``hidden (B, L, d_model)``; ``mask (B, L)`` True for real tokens: padded steps are zeroed
+        (see :class:`MambaBackbone`)."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
-        if keep is not None:
-            keep = keep.to(x.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
+        keep = None
+        if mask is not None:
+            keep = mask[:, None, :].to(x.dtype)  # (B 1 L); bf16 under autocast stays bf16 for the kernels
             x = x * keep
         x = causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", self.cfg.backend)  # (B E L)
         if keep is not None:
@@ -146,73 +149,38 @@ class MambaMixer(nn.Module):
         return self.out_proj(y), {"conv": conv, "ssm": ssm}
 
 
-class MambaBlock(nn.Module):
+class MambaBlock(PreNormBlock):
+    """``x <- x + Dropout(Mamba(Norm(x)))``, mamba_ssm's Block names (norm, mixer)."""
+
     def __init__(self, cfg: MambaConfig) -> None:
-        super().__init__()
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.mixer = MambaMixer(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
-        return x + self.dropout(self.mixer(self.norm(x), keep))
-
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, state = self.mixer.step(self.norm(x_t), state)
-        return x_t + self.dropout(y), state
+        super().__init__(make_norm(cfg.norm, cfg.d_model, cfg.norm_eps), MambaMixer(cfg), cfg.dropout)
 
 
-class MambaBackbone(Backbone):
+def rescale_residuals(out_projs: Iterable[nn.Linear], n_layers: int) -> None:
+    """As mamba_ssm's ``_init_weights`` (rescale_prenorm_residual): residual outputs shrink with depth."""
+    with torch.no_grad():
+        for proj in out_projs:
+            proj.weight /= math.sqrt(n_layers)
+
+
+class MambaBackbone(Stack):
     """Stack of ``n_layers`` Mamba blocks (Decision Mamba's backbone); keyword arguments as :class:`MambaConfig`.
 
     ``mask`` (``(B, L)``, True = real token, padding on the left): every layer zeroes padded steps
     before and after its convolution, so the convolution sees zeros before the first real token
     and the SSM state is still zero when it arrives: real tokens get exactly the outputs of an
     unpadded sequence. Outputs at padded steps are finite but meaningless.
+
+    State: per layer ``{"conv": (B, d_inner, d_conv), "ssm": (B, d_inner, d_state)}``: O(1) per token.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | Literal["auto"] = "auto",
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(d_model)
-        args = locals()
-        self.config = cfg = MambaConfig(**{f.name: args[f.name] for f in fields(MambaConfig)})
-        self.layers = nn.ModuleList(MambaBlock(cfg) for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, norm_eps)
-        # As mamba_ssm's _init_weights (rescale_prenorm_residual): residual outputs shrink with depth.
-        for block in self.layers:
-            with torch.no_grad():
-                block.mixer.out_proj.weight /= math.sqrt(n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L)
-        for block in self.layers:
-            x = block(x, keep)
-        return self.norm_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """Per layer ``{"conv": (B, d_inner, d_conv), "ssm": (B, d_inner, d_state)}``, all zeros."""
-        return [block.mixer.init_state(batch_size, device, dtype) for block in self.layers]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        x_t, new_state = step_blocks(self.layers, x_t, state)
-        return self.norm_f(x_t), new_state
+    @options_from(MambaConfig)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = MambaConfig(d_model=d_model, **options)
+        # mamba_ssm's MixerModel names (layers, norm_f), so state dicts load both ways.
+        blocks = (MambaBlock(cfg) for _ in range(cfg.n_layers))
+        super().__init__(
+            d_model, blocks, make_norm(cfg.norm, d_model, cfg.norm_eps), names=("layers", "norm_f")
+        )
+        self.config = cfg
+        rescale_residuals((block.mixer.out_proj for block in self.layers), cfg.n_layers)

@@ -7,23 +7,26 @@ out_proj), with one scalar decay per head of ``headdim`` channels. The math live
 kernels or PyTorch. ``step`` carries, per layer, the convolution's last ``d_conv`` inputs
 ``(B, conv_dim, d_conv)`` and the SSM state ``(B, nheads, headdim, d_state)``: O(1) per token.
 
-:class:`Mamba2Hybrid` replaces the layers listed in ``attn_layers`` with the transformer's
-attention blocks (:mod:`lit_seqrl.backbones.transformer`); those layers step with a KV cache.
+``attn_layers`` replaces the layers it lists with the transformer's attention blocks
+(:mod:`lit_seqrl.backbones.transformer`), which step with a KV cache: the Mamba-2 / attention
+hybrid, registered as ``mamba2_hybrid`` (attention in the middle layer).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, mark_parameters, step_blocks
-from lit_seqrl.backbones.mamba import Norm, inverse_softplus_dt, make_norm
+from lit_seqrl.backbones.attention import layer_indices
+from lit_seqrl.backbones.base import PreNormBlock, Stack, mark_parameters, options_from
+from lit_seqrl.backbones.mamba import Norm, inverse_softplus_dt, make_norm, rescale_residuals
 from lit_seqrl.backbones.transformer import Block as AttentionBlock
-from lit_seqrl.backbones.transformer import attention_mask
 from lit_seqrl.ops.backend import Backend
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 from lit_seqrl.ops.ssd import ssd, ssd_state_update
@@ -50,6 +53,9 @@ class Mamba2Config:
     dropout: float = 0.0  # on each residual branch
     ssm_lr_scale: float | None = None  # learning-rate multiplier for A_log, D, dt_bias (never weight decay)
     backend: Backend = "auto"
+    attn_layers: Sequence[int] | str = ()  # hybrid: these layers are attention blocks ("middle", "last")
+    n_heads: int = 1  # attention layers' heads
+    max_seq_len: int = 1024  # attention layers' KV-cache capacity for step
 
 
 class GatedRMSNorm(nn.Module):
@@ -113,11 +119,13 @@ class Mamba2Mixer(nn.Module):
         heads, groups = (self.nheads, self.headdim), (self.ngroups, self.d_state)
         return x.unflatten(-1, heads), B.unflatten(-1, groups), C.unflatten(-1, groups)
 
-    def forward(self, u: Tensor, keep: Tensor | None = None) -> Tensor:
-        """``u (B, L, d_model)``; ``keep (B, L, 1)`` zeroes padded steps (see :class:`Mamba2Backbone`)."""
+    def forward(self, u: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``u (B, L, d_model)``; ``mask (B, L)`` True for real tokens: padded steps are zeroed
+        (see :class:`Mamba2Backbone`)."""
         z, xBC, dt = self._split(self.in_proj(u))  # (B L E), (B L conv_dim), (B L H)
-        if keep is not None:
-            keep = keep.to(xBC.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
+        keep = None
+        if mask is not None:
+            keep = mask[..., None].to(xBC.dtype)  # (B L 1); bf16 under autocast stays bf16 for the kernels
             xBC = xBC * keep
         w = self.conv1d.weight[:, 0]  # (conv_dim W)
         # A channel-last view of the wider in_proj output: its strides (d_in_proj) need not be
@@ -175,176 +183,44 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(self.norm(y.flatten(-2), z)), {"conv": conv, "ssm": ssm}
 
 
-class Mamba2Block(nn.Module):
+class Mamba2Block(PreNormBlock):
+    """``x <- x + Dropout(Mamba2(Norm(x)))``, mamba_ssm's Block names (norm, mixer)."""
+
     def __init__(self, cfg: Mamba2Config) -> None:
-        super().__init__()
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.mixer = Mamba2Mixer(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
-        return x + self.dropout(self.mixer(self.norm(x), keep))
-
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, state = self.mixer.step(self.norm(x_t), state)
-        return x_t + self.dropout(y), state
+        super().__init__(make_norm(cfg.norm, cfg.d_model, cfg.norm_eps), Mamba2Mixer(cfg), cfg.dropout)
 
 
-def _config(args: dict[str, object]) -> Mamba2Config:
-    """The config from a constructor's arguments (``locals()``): every field of the dataclass."""
-    cfg = Mamba2Config(**{f.name: args[f.name] for f in fields(Mamba2Config)})  # type: ignore[arg-type]
-    cfg.A_init_range = tuple(cfg.A_init_range)  # a YAML list becomes the tuple the dataclass promises
-    return cfg
-
-
-class Mamba2Backbone(Backbone):
+class Mamba2Backbone(Stack):
     """Stack of ``n_layers`` pre-norm Mamba-2 blocks and a final norm; keyword arguments as :class:`Mamba2Config`.
 
     ``mask`` (``(B, L)``, True = real token, padding on the left): every layer zeroes padded steps
     before and after its convolution, so real tokens get exactly the outputs of the unpadded
     sequence (the SSM state is still zero at the first real token).
+
+    Hybrid: ``attn_layers`` (indices, ``"middle"`` or ``"last"``) makes those layers the
+    transformer backbone's pre-LN attention blocks (``n_heads`` heads, MLP, no positional
+    embedding: the Mamba-2 layers are position-aware; attention never sees padded keys). They step
+    with a KV cache of ``max_seq_len`` tokens, the rest with O(1) state.
+
+    State: per layer ``{"conv": (B, conv_dim, d_conv), "ssm": (B, nheads, headdim, d_state)}``, or the
+    attention's ``{"k", "v", "pos"}`` cache.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 64,
-        d_conv: int = 4,
-        expand: int = 2,
-        headdim: int | None = None,
-        ngroups: int = 1,
-        A_init_range: tuple[float, float] = (1.0, 16.0),
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        chunk_size: int = 64,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(d_model)
-        self.config = cfg = _config(locals())
-        self.layers = nn.ModuleList(Mamba2Block(cfg) for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, norm_eps)
-        _rescale_residuals(self.layers, n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
-        for block in self.layers:
-            x = block(x, keep)
-        return self.norm_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """Per layer ``{"conv": (B, conv_dim, d_conv), "ssm": (B, nheads, headdim, d_state)}``, all zeros."""
-        return [block.mixer.init_state(batch_size, device, dtype) for block in self.layers]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        x_t, new_state = step_blocks(self.layers, x_t, state)
-        return self.norm_f(x_t), new_state
-
-
-class Mamba2Hybrid(Backbone):
-    """Mamba-2 blocks with attention blocks at the indices ``attn_layers`` (default: the middle layer).
-
-    Attention layers are the transformer backbone's pre-LN blocks (``n_heads`` heads, MLP, no
-    positional embedding: the Mamba-2 layers are position-aware). ``step`` keeps a KV cache of
-    ``max_seq_len`` tokens for them and O(1) state for the rest. Other keyword arguments as
-    :class:`Mamba2Config`; ``mask`` as :class:`Mamba2Backbone` (attention never sees padded keys).
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        attn_layers: list[int] | None = None,
-        n_heads: int = 1,
-        max_seq_len: int = 1024,
-        d_state: int = 64,
-        d_conv: int = 4,
-        expand: int = 2,
-        headdim: int | None = None,
-        ngroups: int = 1,
-        A_init_range: tuple[float, float] = (1.0, 16.0),
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        chunk_size: int = 64,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(d_model)
-        self.config = cfg = _config(locals())
-        attn_layers = [n_layers // 2] if attn_layers is None else sorted(set(attn_layers))
-        if any(not 0 <= i < n_layers for i in attn_layers):
-            raise ValueError(f"attn_layers must be layer indices in [0, {n_layers}), got {attn_layers}")
-        self.attn_layers, self.n_heads, self.max_seq_len = attn_layers, n_heads, max_seq_len
-        self.layers = nn.ModuleList(
-            AttentionBlock(d_model, n_heads, dropout) if i in attn_layers else Mamba2Block(cfg)
-            for i in range(n_layers)
+    @options_from(Mamba2Config)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = Mamba2Config(d_model=d_model, **options)
+        cfg.A_init_range = tuple(cfg.A_init_range)  # a YAML list becomes the tuple the dataclass promises
+        attn = layer_indices(cfg.attn_layers, cfg.n_layers)
+        blocks = (
+            AttentionBlock(d_model, cfg.n_heads, cfg.dropout, max_seq_len=cfg.max_seq_len)
+            if i in attn
+            else Mamba2Block(cfg)
+            for i in range(cfg.n_layers)
         )
-        self.norm_f = make_norm(norm, d_model, norm_eps)
-        _rescale_residuals([b for b in self.layers if isinstance(b, Mamba2Block)], n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
-        attn_mask = attention_mask(mask, x.shape[1])  # (B 1 L L) or None
-        for block in self.layers:
-            x = block(x, attn_mask) if isinstance(block, AttentionBlock) else block(x, keep)
-        return self.norm_f(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """``{"mamba": [per Mamba-2 layer {"conv", "ssm"}], "k"/"v": (B, n_attn, H, T, dh), "pos": (B,)}``."""
-        head_dim = self.d_model // self.n_heads
-        kv_shape = (batch_size, len(self.attn_layers), self.n_heads, self.max_seq_len, head_dim)
-        return {
-            "mamba": [
-                b.mixer.init_state(batch_size, device, dtype)
-                for b in self.layers
-                if isinstance(b, Mamba2Block)
-            ],
-            "k": torch.zeros(kv_shape, device=device, dtype=dtype),  # (B n_attn H T dh)
-            "v": torch.zeros(kv_shape, device=device, dtype=dtype),
-            "pos": torch.zeros(batch_size, dtype=torch.long, device=device),  # (B) tokens seen per row
-        }
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; the attention layers' caches are written in place."""
-        pos = state["pos"]
-        if self.attn_layers and int(pos.max()) >= self.max_seq_len:
-            raise ValueError(
-                f"Mamba2Hybrid KV cache is full ({self.max_seq_len} tokens); build it with a larger "
-                "max_seq_len or reset finished rows with reset_state"
-            )
-        mamba_states, new_mamba, a = iter(state["mamba"]), [], 0
-        for block in self.layers:
-            if isinstance(block, AttentionBlock):
-                x_t = block.step(x_t, state["k"][:, a], state["v"][:, a], pos)
-                a += 1
-            else:
-                x_t, s = block.step(x_t, next(mamba_states))
-                new_mamba.append(s)
-        return self.norm_f(x_t), {"mamba": new_mamba, "k": state["k"], "v": state["v"], "pos": pos + 1}
-
-
-def _rescale_residuals(blocks: list[Mamba2Block] | nn.ModuleList, n_layers: int) -> None:
-    """As mamba_ssm's _init_weights (rescale_prenorm_residual): residual outputs shrink with depth."""
-    with torch.no_grad():
-        for block in blocks:
-            block.mixer.out_proj.weight /= math.sqrt(n_layers)
+        # mamba_ssm's MixerModel names (layers, norm_f), so state dicts load both ways.
+        super().__init__(
+            d_model, blocks, make_norm(cfg.norm, d_model, cfg.norm_eps), names=("layers", "norm_f")
+        )
+        self.config = cfg
+        self.attn_layers = attn
+        rescale_residuals((b.mixer.out_proj for b in self.layers if isinstance(b, Mamba2Block)), cfg.n_layers)

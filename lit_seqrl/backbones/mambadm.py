@@ -46,16 +46,15 @@ position inside the current sub-sequence (mamba): O(1) per token either way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State, step_blocks
-from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, Norm, make_norm
-from lit_seqrl.ops.backend import Backend
+from lit_seqrl.backbones.base import Stack, options_from
+from lit_seqrl.backbones.mamba import MambaConfig, MambaMixer, make_norm, rescale_residuals
 from lit_seqrl.ops.causal_conv import causal_conv1d, causal_conv1d_update
 
 Fusion = Literal["gate", "sum"]
@@ -85,11 +84,13 @@ class LocalMixer(nn.Module):
         self.conv_bias = nn.Parameter(torch.empty(d_inner).uniform_(-bound, bound))  # (E)
         self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``hidden (B, L, d_model)``; ``mask (B, L)`` True for real tokens."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # 2 x (B E L)
-        if keep is not None:
-            keep = keep.to(x.dtype)  # bf16 under autocast stays bf16: the kernels take one dtype
-            x = x * keep  # padded steps contribute zeros, as before the start of an unpadded sequence
+        if mask is not None:
+            # Padded steps contribute zeros, as before the start of an unpadded sequence (the
+            # activations' dtype: bf16 under autocast stays bf16 for the kernels).
+            x = x * mask[:, None, :].to(x.dtype)
         x = causal_conv1d(x, self.conv_weight, self.conv_bias, "silu", self.backend)  # (B E L)
         return self.out_proj((x * F.silu(z)).transpose(1, 2))  # (B L d_model)
 
@@ -129,19 +130,20 @@ class LocalMambaMixer(nn.Module):
     def out_proj(self) -> nn.Linear:
         return self.mixer.out_proj
 
-    def forward(self, hidden: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``hidden (B, L, d_model)``; ``mask (B, L)`` True for real tokens, padding on the left."""
         B, L, D = hidden.shape
         W = self.window
         n = -(-L // W)  # sub-sequences per row, the last one possibly short
-        if keep is not None:
+        if mask is not None:
             # Roll each row left by its padding p, so that its first real token sits at index 0 and
             # the padding at the end, after every real token (where causality makes it harmless).
-            pad = (L - keep[:, 0].sum(-1)).round().long()  # (B) padded steps, padding on the left
+            pad = L - mask.long().sum(-1)  # (B) padded steps, padding on the left
             src = (torch.arange(L, device=hidden.device) + pad[:, None]) % L  # (B L)
             hidden = hidden.gather(1, src[..., None].expand(B, L, D))
         x = F.pad(hidden, (0, 0, 0, n * W - L))  # (B nW D), zeros after the end: causal, harmless
         y = self.mixer(x.reshape(B * n, W, D)).reshape(B, n * W, D)[:, :L]  # each piece from zero state
-        if keep is not None:
+        if mask is not None:
             dst = (torch.arange(L, device=hidden.device) - pad[:, None]) % L  # undo the roll
             y = y.gather(1, dst[..., None].expand(B, L, D))
         return y  # (B L D)
@@ -189,21 +191,31 @@ class GlobalLocalBlock(nn.Module):
         a = torch.sigmoid(self.gate(torch.cat([g, loc], dim=-1)))  # (... D) trust in the global view
         return a * g + (1 - a) * loc
 
-    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``; ``keep (B, 1, L)`` zeroes padded steps in both branches."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, L, D)``; ``mask (B, L)`` True for real tokens: both branches see zeros at padding."""
         h = self.norm(x)
-        g = self.global_mixer(h, keep)  # (B L D)
-        loc = self.local_mixer(h, keep)  # (B L D)
+        g = self.global_mixer(h, mask)  # (B L D)
+        loc = self.local_mixer(h, mask)  # (B L D)
         return x + self.dropout(self.fuse(g, loc))
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, Any]:
+        """``{"global": {"conv", "ssm"}, "local": ...}``; ``"local"`` is ``(B, E, local_window)``
+        for ``local="conv"`` and ``{"conv", "ssm", "phase"}`` for ``local="mamba"``."""
+        return {
+            "global": self.global_mixer.init_state(batch_size, device, dtype),
+            "local": self.local_mixer.init_state(batch_size, device, dtype),
+        }
+
+    def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         h = self.norm(x_t)
         g, glob = self.global_mixer.step(h, state["global"])
         loc, buf = self.local_mixer.step(h, state["local"])
         return x_t + self.dropout(self.fuse(g, loc)), {"global": glob, "local": buf}
 
 
-class MambaDM(Backbone):
+class MambaDM(Stack):
     """Stack of ``n_layers`` global-local blocks and a final norm (MambaDM's backbone).
 
     Args:
@@ -223,69 +235,21 @@ class MambaDM(Backbone):
     padded steps, so real tokens get the outputs of the unpadded sequence.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        local_window: int = 6,
-        local_expand: int = 1,
-        fusion: Fusion = "sum",
-        local: Local = "conv",
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | Literal["auto"] = "auto",
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        norm: Norm = "rmsnorm",
-        norm_eps: float = 1e-5,
-        dropout: float = 0.0,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(d_model)
-        if local_window < 1 or local_expand < 1:
+    @options_from(MambaDMConfig)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = MambaDMConfig(d_model=d_model, **options)
+        if cfg.local_window < 1 or cfg.local_expand < 1:
             raise ValueError(
-                f"local_window and local_expand must be >= 1, got {local_window}, {local_expand}"
+                f"local_window and local_expand must be >= 1, got {cfg.local_window}, {cfg.local_expand}"
             )
-        args = locals()
-        self.config = cfg = MambaDMConfig(**{f.name: args[f.name] for f in fields(MambaDMConfig)})
-        self.layers = nn.ModuleList(GlobalLocalBlock(cfg) for _ in range(n_layers))
-        self.norm_f = make_norm(norm, d_model, norm_eps)
-        with torch.no_grad():  # as mamba_ssm's rescale_prenorm_residual: residual outputs shrink with depth
-            for block in self.layers:
-                block.global_mixer.out_proj.weight /= math.sqrt(n_layers)
-                block.local_mixer.out_proj.weight /= math.sqrt(n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[:, None, :].to(x.dtype)  # (B 1 L), channels-first branches
-        for block in self.layers:
-            x = block(x, keep)
-        return self.norm_f(x)
+        blocks = (GlobalLocalBlock(cfg) for _ in range(cfg.n_layers))
+        norm = make_norm(cfg.norm, d_model, cfg.norm_eps)
+        super().__init__(d_model, blocks, norm, names=("layers", "norm_f"))
+        self.config = cfg
+        out_projs = (proj for b in self.layers for proj in (b.global_mixer.out_proj, b.local_mixer.out_proj))
+        rescale_residuals(out_projs, cfg.n_layers)
 
     def local_features(self, x: Tensor, layer: int = 0) -> Tensor:
         """The local branch's output ``(B, L, D)`` of block ``layer`` for that block's input ``x``."""
         block = self.layers[layer]
         return block.local_mixer(block.norm(x))
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """Per layer ``{"global": {"conv", "ssm"}, "local": ...}``; ``"local"`` is ``(B, E, local_window)``
-        for ``local="conv"`` and ``{"conv", "ssm", "phase"}`` for ``local="mamba"``."""
-        return [
-            {
-                "global": block.global_mixer.init_state(batch_size, device, dtype),
-                "local": block.local_mixer.init_state(batch_size, device, dtype),
-            }
-            for block in self.layers
-        ]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; O(1) in the number of tokens seen."""
-        x_t, new_state = step_blocks(self.layers, x_t, state)
-        return self.norm_f(x_t), new_state

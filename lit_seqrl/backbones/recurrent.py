@@ -18,9 +18,11 @@ from lit_seqrl.backbones.base import Backbone, State
 
 
 class _RecurrentBackbone(Backbone):
-    """Shared forward/step logic; subclasses pick the cell and the state layout."""
+    """Shared forward/step logic; subclasses pick the cell and name its state tensors."""
 
     rnn: nn.LSTM | nn.GRU
+    #: Names of the state tensors, in the order PyTorch's module takes them.
+    state_names: tuple[str, ...]
 
     def __init__(self, d_model: int, n_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__(d_model)
@@ -33,12 +35,21 @@ class _RecurrentBackbone(Backbone):
     def _make_rnn(self, d_model: int, n_layers: int, dropout: float) -> nn.LSTM | nn.GRU:
         raise NotImplementedError
 
-    # State conversion between the batch-first pytree and PyTorch's (layers, B, H) tensors.
-    def _to_torch(self, state: State) -> Tensor | tuple[Tensor, Tensor]:
-        raise NotImplementedError
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """``{name: (B, n_layers, D)}`` zeros for each of :attr:`state_names`."""
+        shape = (batch_size, self.n_layers, self.d_model)
+        return {name: torch.zeros(shape, device=device, dtype=dtype) for name in self.state_names}
 
-    def _from_torch(self, hidden: Tensor | tuple[Tensor, Tensor]) -> State:
-        raise NotImplementedError
+    # The state is batch first; PyTorch's recurrent modules take (layers, B, H).
+    def _to_torch(self, state: State) -> Tensor | tuple[Tensor, ...]:
+        hidden = tuple(state[name].transpose(0, 1).contiguous() for name in self.state_names)
+        return hidden if len(hidden) > 1 else hidden[0]
+
+    def _from_torch(self, hidden: Tensor | tuple[Tensor, ...]) -> State:
+        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+        return {name: h.transpose(0, 1) for name, h in zip(self.state_names, hidden)}
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x (B, L, D) -> (B, L, D)``; ``mask (B, L)`` True for real tokens (any padding side)."""
@@ -73,21 +84,10 @@ class LSTMBackbone(_RecurrentBackbone):
         dropout: dropout between layers (ignored for one layer, as in ``nn.LSTM``).
     """
 
+    state_names = ("h", "c")
+
     def _make_rnn(self, d_model: int, n_layers: int, dropout: float) -> nn.LSTM:
         return nn.LSTM(d_model, d_model, num_layers=n_layers, dropout=dropout, batch_first=True)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        zeros = torch.zeros(batch_size, self.n_layers, self.d_model, device=device, dtype=dtype)
-        return {"h": zeros, "c": zeros.clone()}
-
-    def _to_torch(self, state: State) -> tuple[Tensor, Tensor]:
-        return state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous()
-
-    def _from_torch(self, hidden: tuple[Tensor, Tensor]) -> State:  # type: ignore[override]
-        h, c = hidden
-        return {"h": h.transpose(0, 1), "c": c.transpose(0, 1)}
 
 
 class GRUBackbone(_RecurrentBackbone):
@@ -99,16 +99,7 @@ class GRUBackbone(_RecurrentBackbone):
         dropout: dropout between layers (ignored for one layer, as in ``nn.GRU``).
     """
 
+    state_names = ("h",)
+
     def _make_rnn(self, d_model: int, n_layers: int, dropout: float) -> nn.GRU:
         return nn.GRU(d_model, d_model, num_layers=n_layers, dropout=dropout, batch_first=True)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        return {"h": torch.zeros(batch_size, self.n_layers, self.d_model, device=device, dtype=dtype)}
-
-    def _to_torch(self, state: State) -> Tensor:
-        return state["h"].transpose(0, 1).contiguous()
-
-    def _from_torch(self, hidden: Tensor) -> State:  # type: ignore[override]
-        return {"h": hidden.transpose(0, 1)}

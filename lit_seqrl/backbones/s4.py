@@ -8,16 +8,17 @@ generator lives in :mod:`lit_seqrl.backbones.s4_kernel` (S4D's in :mod:`lit_seqr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.backbones.base import PreNormBlock, Stack, options_from
 from lit_seqrl.backbones.s4_kernel import DPLRKernel
-from lit_seqrl.ops.backend import Backend
 
 
 class SSMKernel(Protocol):
@@ -28,18 +29,6 @@ class SSMKernel(Protocol):
         self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
     ) -> Tensor: ...
     def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]: ...  # (B H) -> (B H)
-
-
-@dataclass
-class S4Config:
-    d_model: int
-    n_layers: int = 3
-    d_state: int = 64  # N: real state size per channel (N/2 complex conjugate pairs are stored)
-    dropout: float = 0.0
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    ssm_lr_scale: float | None = None  # learning-rate multiplier for Λ, P, B, Δ (weight decay is always 0)
-    backend: Backend = "auto"
 
 
 def fft_conv(u: Tensor, K: Tensor) -> Tensor:
@@ -55,7 +44,11 @@ def fft_conv(u: Tensor, K: Tensor) -> Tensor:
 
 
 class S4Layer(nn.Module):
-    """``u (B, L, H) -> y (B, L, H)``: SSM convolution + D skip, GELU, dropout, linear + GLU."""
+    """``u (B, L, H) -> y (B, L, H)``: SSM convolution + D skip, GELU, dropout, linear + GLU.
+
+    With a ``mask``, padded positions feed zeros into the SSM, so its state is still zero when
+    the first real token arrives: real tokens see exactly a fresh start.
+    """
 
     def __init__(self, kernel: SSMKernel, H: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -67,70 +60,75 @@ class S4Layer(nn.Module):
     def _mix(self, y: Tensor) -> Tensor:
         return F.glu(self.out(self.dropout(F.gelu(y))), dim=-1)
 
-    def forward(self, u: Tensor) -> Tensor:
+    def forward(self, u: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``u (B, L, H)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, H)``."""
+        if mask is not None:
+            u = u * mask[..., None].to(u.dtype)  # (B L H)
         K = self.kernel(u.shape[1])  # (H L)
         y = fft_conv(u.transpose(1, 2), K).transpose(1, 2)  # (B L H)
         return self._mix(y + self.D * u)
 
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """The kernel's state ``(B, H, N/2, 2)`` (the complex SSM state as a real view)."""
+        return self.kernel.init_state(batch_size, device, dtype)
+
     def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """``u (B, H)`` -> ``(B, H)`` and the new state."""
+        """``u (B, H)`` -> ``(B, H)`` and the new state (Ā, B̄ rebuilt from the current parameters)."""
         y, state = self.kernel.step(u, state)  # (B H)
         return self._mix(y + self.D * u), state
 
 
-class S4Backbone(Backbone):
-    """Pre-norm residual stack ``x <- x + Dropout(S4Layer(LayerNorm(x)))``, then a final LayerNorm.
+def load_old_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before the blocks held their norms keep loading:
+    ``norms.i.*`` -> ``layers.i.norm.*`` and ``layers.i.{kernel,D,out}*`` -> ``layers.i.mixer.*``."""
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        parts = key[len(prefix) :].split(".")
+        if parts[0] == "norms":
+            state_dict[".".join([prefix + "layers", parts[1], "norm", *parts[2:]])] = state_dict.pop(key)
+        elif parts[0] == "layers" and parts[2] in ("kernel", "D", "out"):
+            state_dict[".".join([prefix + "layers", parts[1], "mixer", *parts[2:]])] = state_dict.pop(key)
 
-    With a left-padded ``mask``, padded positions feed zeros into every SSM, so the state is still
-    zero when the first real token arrives: real tokens see exactly a fresh start.
+
+@dataclass
+class S4Config:
+    d_model: int
+    n_layers: int = 3
+    d_state: int = 64  # N: real state size per channel (N/2 complex conjugate pairs are stored)
+    dropout: float = 0.0  # after the GELU inside each layer and on each residual branch
+    dt_min: float = 1e-3  # range of the log-uniform initial step Δ
+    dt_max: float = 1e-1
+    ssm_lr_scale: float | None = None  # learning-rate multiplier for Λ, P, B, Δ (weight decay is always 0)
+
+
+class S4Stack(Stack):
+    """Pre-norm residual S4 blocks ``x <- x + Dropout(S4Layer(LayerNorm(x)))``, then a LayerNorm.
+
+    ``kernel()`` builds one layer's SSM kernel generator (DPLR for S4, diagonal for S4D).
+    State: one ``(B, H, N/2, 2)`` tensor per layer (the complex SSM state as a real view).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 64,
-        dropout: float = 0.0,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        super().__init__(d_model)
-        cfg = S4Config(d_model, n_layers, d_state, dropout, dt_min, dt_max, ssm_lr_scale, backend)
-        if d_state < 2 or d_state % 2:
-            raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {d_state}")
+    def __init__(self, cfg: S4Config, kernel: Callable[[], SSMKernel]) -> None:
+        if cfg.d_state < 2 or cfg.d_state % 2:
+            raise ValueError(f"d_state must be even and >= 2 (conjugate pairs), got {cfg.d_state}")
+        H = cfg.d_model
+        blocks = (
+            PreNormBlock(nn.LayerNorm(H), S4Layer(kernel(), H, cfg.dropout), cfg.dropout)
+            for _ in range(cfg.n_layers)
+        )
+        super().__init__(H, blocks, nn.LayerNorm(H), names=("layers", "norm_f"))
         self.config = cfg
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.layers = nn.ModuleList(S4Layer(self.make_kernel(cfg), d_model, dropout) for _ in range(n_layers))
-        self.dropout = nn.Dropout(dropout)
-        self.norm_f = nn.LayerNorm(d_model)
+        self._register_load_state_dict_pre_hook(load_old_keys)
 
-    def make_kernel(self, cfg: S4Config) -> nn.Module:
-        """The SSM kernel generator of one layer (S4: DPLR, HiPPO-LegS init)."""
-        return DPLRKernel(cfg.d_model, cfg.d_state, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale, cfg.backend)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x (B, L, D)``, optional ``mask (B, L)`` (True = real token) -> ``(B, L, D)``."""
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B L 1)
-        for norm, layer in zip(self.norms, self.layers):
-            z = norm(x)
-            if keep is not None:
-                z = z * keep
-            x = x + self.dropout(layer(z))
-        return self.norm_f(x)
+class S4Backbone(S4Stack):
+    """S4 (DPLR kernels, HiPPO-LegS init); keyword arguments as :class:`S4Config`."""
 
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """One ``(B, H, N/2, 2)`` tensor per layer (the complex SSM state as a real view)."""
-        return [layer.kernel.init_state(batch_size, device, dtype) for layer in self.layers]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x_t (B, D)`` -> ``(B, D)``; Ā, B̄ are rebuilt from the current parameters on every call."""
-        new_state = []
-        for norm, layer, s in zip(self.norms, self.layers, state):
-            y, s = layer.step(norm(x_t), s)
-            x_t = x_t + self.dropout(y)
-            new_state.append(s)
-        return self.norm_f(x_t), new_state
+    @options_from(S4Config)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = S4Config(d_model=d_model, **options)
+        kernel = partial(DPLRKernel, d_model, cfg.d_state, cfg.dt_min, cfg.dt_max, lr_scale=cfg.ssm_lr_scale)
+        super().__init__(cfg, kernel)

@@ -59,7 +59,7 @@ def real_form(Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, 
 
 
 #: Up to this L, :func:`row_times_power` applies binary powers to the row; above, ``matrix_power``
-#: (measured fwd+bwd at H = N = 64 on CPU: 1.6x faster at L = 20-60, even at 256, slower at 1024).
+#: (the crossover measured on CPU: ``benchmarks/backbone_speed.py --before``, benchmarks/README.md).
 ROW_POWER_MAX_L = 256
 
 
@@ -179,12 +179,47 @@ def clip_imag(B: Tensor, bound: float | None = B_CLIP) -> Tensor:
     return torch.complex(B.real, B.imag.clamp(-bound, bound))
 
 
-class DPLRKernel(nn.Module):
-    """S4's SSM parameters for H channels, as a kernel generator (``forward(L)``) and a recurrence.
+class SSMParameters(nn.Module):
+    """The parameters S4 and S4D share, for H channels of N/2 stored complex modes, and the zero state.
 
-    Complex parameters are stored as real views (``(..., 2)``). Re Λ is stored as ``log(-Re Λ)``
-    so it stays negative; with Q tied to P the Hermitian part of ``A = Λ - P P*`` is then negative
-    definite and every channel stays stable whatever the optimiser does.
+    Re Λ is stored as ``log(-Re Λ)``, so it stays negative whatever the optimiser does; complex
+    B and C as real views (``(..., 2)``); Δ as ``log Δ``, log-uniform in ``[dt_min, dt_max]``.
+    As in S4: no weight decay (and optionally a smaller learning rate) on Λ, B and Δ.
+
+    Args:
+        Lambda: ``(N/2,)`` complex initial eigenvalues; B: ``(N/2,)`` complex initial input matrix,
+            both repeated over the H channels. C starts ``N(0, 1)`` complex (``E|C_n|^2 = 1``).
+    """
+
+    def __init__(
+        self, H: int, N: int, Lambda: Tensor, B: Tensor, dt_min: float, dt_max: float, lr_scale: float | None
+    ) -> None:
+        super().__init__()
+        self.H, self.N, self.lr_scale = H, N, lr_scale
+        self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
+        self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
+        self.B = nn.Parameter(torch.view_as_real(B.repeat(H, 1)))  # (H N/2 2)
+        self.C = nn.Parameter(torch.view_as_real(torch.randn(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)  # (H)
+        self.mark_ssm(self.log_Lambda_re, self.Lambda_im, self.B, self.log_dt)
+
+    def mark_ssm(self, *params: nn.Parameter) -> None:
+        """No weight decay, learning rate ``min(lr_scale * lr, SSM_LR_MAX)``: S4's optimiser settings."""
+        mark_parameters(*params, weight_decay=0.0, lr_scale=self.lr_scale, lr_max=SSM_LR_MAX)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> Tensor:
+        """Zero state ``(batch, H, N/2, 2)``: the complex state as a real view (batch first, resettable)."""
+        return torch.zeros(batch_size, self.H, self.N // 2, 2, device=device, dtype=dtype or torch.float32)
+
+
+class DPLRKernel(SSMParameters):
+    """S4's SSM for H channels, as a kernel generator (``forward(L)``) and a recurrence.
+
+    With Q tied to P, the Hermitian part of ``A = Λ - P P*`` is negative definite (Re Λ < 0), so
+    every channel stays stable whatever the optimiser does.
     """
 
     def __init__(
@@ -196,29 +231,13 @@ class DPLRKernel(nn.Module):
         lr_scale: float | None = None,
         backend: Backend = "auto",
     ) -> None:
-        super().__init__()
-        self.H, self.N, self.backend = H, N, backend
         Lambda, P, B, _ = nplr("legs", N)  # (N/2), (1 N/2), (N/2), HiPPO-LegS init
-        B = clip_imag(B)  # as the reference S4 init (B_clip)
-        self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
-        self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
+        super().__init__(
+            H, N, Lambda, clip_imag(B), dt_min, dt_max, lr_scale
+        )  # B clipped as the reference S4
+        self.backend = backend
         self.P = nn.Parameter(torch.view_as_real(P[:, None].repeat(1, H, 1)))  # (r H N/2 2)
-        self.B = nn.Parameter(torch.view_as_real(B.repeat(H, 1)))  # (H N/2 2)
-        C = torch.randn(H, N // 2, dtype=torch.complex64)  # E|C_n|^2 = 1
-        self.C = nn.Parameter(torch.view_as_real(C))  # (H N/2 2)
-        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)  # (H) log-uniform in [dt_min, dt_max]
-        # As in S4: no weight decay (and optionally a smaller learning rate) on A, B and Δ.
-        mark_parameters(
-            self.log_Lambda_re,
-            self.Lambda_im,
-            self.P,
-            self.B,
-            self.log_dt,
-            weight_decay=0.0,
-            lr_scale=lr_scale,
-            lr_max=SSM_LR_MAX,
-        )
+        self.mark_ssm(self.P)
 
     def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``Λ (H, N/2)``, ``P (r, H, N/2)``, ``B``, ``C (H, N/2)`` complex and ``Δ (H,)``."""
@@ -229,12 +248,6 @@ class DPLRKernel(nn.Module):
     def forward(self, L: int) -> Tensor:
         """The convolution kernel ``(H, L)`` for inputs of length ``L``."""
         return dplr_kernel(*self.ssm(), L, backend=self.backend)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
-    ) -> Tensor:
-        """Zero state ``(batch, H, N/2, 2)``: the complex state as a real view (batch first, resettable)."""
-        return torch.zeros(batch_size, self.H, self.N // 2, 2, device=device, dtype=dtype or torch.float32)
 
     def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``u (batch, H)``, state ``(batch, H, N/2, 2)`` -> ``y (batch, H)``, new state."""

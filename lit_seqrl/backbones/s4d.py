@@ -7,16 +7,16 @@ zero-order-hold discretisation ``Ā = exp(ΔΛ)``, ``B̄ = (exp(ΔΛ) - 1)/Λ ·
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_seqrl.backbones.base import mark_parameters
-from lit_seqrl.backbones.s4 import S4Backbone, S4Config
-from lit_seqrl.backbones.s4_kernel import SSM_LR_MAX, clip_imag
-from lit_seqrl.ops.backend import Backend
+from lit_seqrl.backbones.base import options_from
+from lit_seqrl.backbones.s4 import S4Config, S4Stack
+from lit_seqrl.backbones.s4_kernel import SSMParameters, clip_imag
 from lit_seqrl.ops.hippo import nplr, s4d_init
 
 Init = Literal["lin", "inv", "legs"]
@@ -44,11 +44,8 @@ def legs_input(N: int) -> Tensor:
     return clip_imag(nplr("legs", N)[2])
 
 
-class DiagonalKernel(nn.Module):
-    """S4D's SSM parameters for H channels: kernel generator and ZOH recurrence.
-
-    Re Λ is stored as ``log(-Re Λ)`` (always stable); complex B, C as real views.
-    """
+class DiagonalKernel(SSMParameters):
+    """S4D's SSM for H channels (``A = Λ`` diagonal): kernel generator and ZOH recurrence."""
 
     def __init__(
         self,
@@ -59,25 +56,8 @@ class DiagonalKernel(nn.Module):
         dt_max: float = 1e-1,
         lr_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        self.H, self.N = H, N
-        Lambda = s4d_init(init, N)  # (N/2)
-        self.log_Lambda_re = nn.Parameter(torch.log(-Lambda.real).repeat(H, 1))  # (H N/2)
-        self.Lambda_im = nn.Parameter(Lambda.imag.repeat(H, 1))  # (H N/2)
         B = legs_input(N) if init == "legs" else torch.ones(N // 2, dtype=torch.complex64)  # (N/2)
-        self.B = nn.Parameter(torch.view_as_real(B.repeat(H, 1)))  # (H N/2 2)
-        self.C = nn.Parameter(torch.view_as_real(torch.randn(H, N // 2, dtype=torch.complex64)))  # (H N/2 2)
-        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)  # (H)
-        mark_parameters(
-            self.log_Lambda_re,
-            self.Lambda_im,
-            self.B,
-            self.log_dt,
-            weight_decay=0.0,
-            lr_scale=lr_scale,
-            lr_max=SSM_LR_MAX,
-        )
+        super().__init__(H, N, s4d_init(init, N), B, dt_min, dt_max, lr_scale)
 
     def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``Λ, B, C (H, N/2)`` complex and ``Δ (H,)``."""
@@ -88,12 +68,6 @@ class DiagonalKernel(nn.Module):
         """The convolution kernel ``(H, L)``."""
         return s4d_kernel(*self.ssm(), L)
 
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None
-    ) -> Tensor:
-        """Zero state ``(batch, H, N/2, 2)`` (complex as a real view)."""
-        return torch.zeros(batch_size, self.H, self.N // 2, 2, device=device, dtype=dtype or torch.float32)
-
     def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """``x' = Ā x + B̄ u``, ``y = 2 Re(C x')``: ``u (batch, H)`` -> ``y (batch, H)``, new state."""
         Lambda, B, C, dt = self.ssm()
@@ -103,25 +77,18 @@ class DiagonalKernel(nn.Module):
         return y.to(u.dtype), torch.view_as_real(x)
 
 
-class S4DBackbone(S4Backbone):
-    """S4 block stack with diagonal SSMs; ``init`` picks S4D-Inv (default), S4D-Lin or S4D-LegS."""
+@dataclass
+class S4DConfig(S4Config):
+    init: Init = "inv"  # S4D-Inv, S4D-Lin or S4D-LegS
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int = 3,
-        d_state: int = 64,
-        dropout: float = 0.0,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        init: Init = "inv",
-        ssm_lr_scale: float | None = None,
-        backend: Backend = "auto",
-    ) -> None:
-        self.kernel_init = init  # read by make_kernel during super().__init__
-        super().__init__(d_model, n_layers, d_state, dropout, dt_min, dt_max, ssm_lr_scale, backend)
 
-    def make_kernel(self, cfg: S4Config) -> nn.Module:
-        return DiagonalKernel(
-            cfg.d_model, cfg.d_state, self.kernel_init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale
+class S4DBackbone(S4Stack):
+    """S4's blocks with diagonal SSMs; keyword arguments as :class:`S4DConfig`."""
+
+    @options_from(S4DConfig)
+    def __init__(self, d_model: int, **options: Any) -> None:
+        cfg = S4DConfig(d_model=d_model, **options)
+        kernel = partial(
+            DiagonalKernel, d_model, cfg.d_state, cfg.init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr_scale
         )
+        super().__init__(cfg, kernel)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seqrl.backbones import Backbone, State, mark_parameters
+from lit_seqrl.backbones import Stack, mark_parameters
 
 
 def linear_scan(lam: Tensor, b: Tensor) -> Tensor:
@@ -94,10 +94,15 @@ class LRU(nn.Module):
 
 
 class LRUBlock(nn.Module):
-    """Pre-norm residual block: LayerNorm -> LRU -> GELU -> GLU projection -> dropout."""
+    """Pre-norm residual block: LayerNorm -> LRU -> GELU -> GLU projection -> dropout.
+
+    Its step state is one ``(B, N, 2)`` float tensor (real, imaginary): the state contract wants
+    plain float tensors, so the complex state is stored as a real view.
+    """
 
     def __init__(self, d_model: int, d_state: int, dropout: float, **lru_kwargs: float) -> None:
         super().__init__()
+        self.d_state = d_state
         self.norm = nn.LayerNorm(d_model)
         self.lru = LRU(d_model, d_state, **lru_kwargs)
         self.out = nn.Linear(d_model, 2 * d_model)
@@ -106,16 +111,26 @@ class LRUBlock(nn.Module):
     def _mix(self, y: Tensor) -> Tensor:
         return self.drop(F.glu(self.out(F.gelu(y)), dim=-1))
 
-    def forward(self, x: Tensor, keep: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, L, H), mask (B, L) True for real tokens (padding leaves the state at zero)."""
+        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B, L, 1)
         return x + self._mix(self.lru(self.norm(x), keep))
 
-    def step(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        y, h = self.lru.step(self.norm(x), h)
-        return x + self._mix(y), h
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        return torch.zeros(batch_size, self.d_state, 2, device=device, dtype=dtype or torch.float32)
+
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        y, h = self.lru.step(self.norm(x), torch.view_as_complex(state.contiguous()))
+        return x + self._mix(y), torch.view_as_real(h).to(state.dtype)
 
 
-class LRUBackbone(Backbone):
-    """A stack of LRU blocks: the lit-seqrl backbone ``lru``.
+class LRUBackbone(Stack):
+    """A stack of LRU blocks and a final LayerNorm: the lit-seqrl backbone ``lru``.
+
+    ``Stack`` (from lit_seqrl.backbones) runs the blocks in order for ``forward`` and ``step``
+    and keeps one state per block.
 
     Args:
         d_model: token width H.
@@ -124,8 +139,6 @@ class LRUBackbone(Backbone):
         dropout: dropout after each block's projection.
         r_min, r_max: initial range of the eigenvalue moduli |Λ| (memory length).
         max_phase: initial eigenvalue phases are uniform in [0, max_phase].
-
-    The step state is a list with one ``(B, N, 2)`` float tensor (real, imaginary) per layer.
     """
 
     def __init__(
@@ -138,34 +151,12 @@ class LRUBackbone(Backbone):
         r_max: float = 0.99,
         max_phase: float = 2 * math.pi,
     ) -> None:
-        super().__init__(d_model)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         if not 0.0 <= r_min < r_max < 1.0:
             raise ValueError(f"need 0 <= r_min < r_max < 1, got r_min={r_min}, r_max={r_max}")
-        self.d_state = d_state or d_model
+        N = d_state or d_model
         lru = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
-        self.blocks = nn.ModuleList(LRUBlock(d_model, self.d_state, dropout, **lru) for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        keep = None if mask is None else mask[..., None].to(x.dtype)  # (B, L, 1)
-        for block in self.blocks:
-            x = block(x, keep)
-        return self.norm(x)
-
-    def init_state(
-        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        # Real storage of the complex state: the state contract wants plain float tensors.
-        return [
-            torch.zeros(batch_size, self.d_state, 2, device=device, dtype=dtype or torch.float32)
-            for _ in self.blocks
-        ]
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        new_state = []
-        for block, h in zip(self.blocks, state):
-            x_t, h = block.step(x_t, torch.view_as_complex(h.contiguous()))
-            new_state.append(torch.view_as_real(h).to(x_t.dtype))
-        return self.norm(x_t), new_state
+        blocks = (LRUBlock(d_model, N, dropout, **lru) for _ in range(n_layers))
+        super().__init__(d_model, blocks, nn.LayerNorm(d_model), names=("blocks", "norm"))
+        self.d_state = N
