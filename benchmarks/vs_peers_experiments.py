@@ -50,10 +50,7 @@ def make_agent(dm: Any, spec: dict[str, Any], **overrides: Any) -> DecisionAgent
         data_spec=dm.data_spec(),
     )
     kw.update(overrides)
-    agent = DecisionAgent(**kw)
-    agent.obs_mean.copy_(torch.as_tensor(dm.obs_mean))
-    agent.obs_std.copy_(torch.as_tensor(dm.obs_std))
-    return agent
+    return DecisionAgent(**kw)
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:

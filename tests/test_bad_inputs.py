@@ -267,6 +267,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(env, tmp_pat
         eval_episodes=0,
         warmup_steps=1,
         checkpoint_every_n_steps=2,
+        data_spec=dm.data_spec(),
     )
     original = DecisionAgent._loss
 

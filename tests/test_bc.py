@@ -128,7 +128,7 @@ def test_bc_checkpoint_rebuilds_a_bc_agent(ranked_dataset, tmp_path):
     dm = OfflineTrajectoryDataModule(
         dataset, context_len=4, batch_size=8, windows_per_epoch=16, top_fraction=0.5
     )
-    agent = BCAgent(backbone=TINY, eval_episodes=0, warmup_steps=1)
+    agent = BCAgent(backbone=TINY, eval_episodes=0, warmup_steps=1, data_spec=dm.data_spec())
     trainer = L.Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,

@@ -127,7 +127,9 @@ def fitted(traced, tmp_path_factory):
             DATASET, context_len=5, batch_size=16, windows_per_epoch=64, val_fraction=0.2,
             val_windows=16, gamma=0.95, reward_scale=0.01, seed=1,
         )  # fmt: skip
-        agent = DecisionAgent(backbone=TINY, warmup_steps=1, eval_episodes=0, target_returns=[-300.0])
+        agent = DecisionAgent(
+            backbone=TINY, warmup_steps=1, eval_episodes=0, target_returns=[-300.0], data_spec=dm.data_spec()
+        )
         recorder = _FirstSteps()
         trainer = L.Trainer(
             max_epochs=2, default_root_dir=root, logger=False, callbacks=[recorder],

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lit_seqrl.agents.decision import DecisionAgent, EvalMode
+from lit_seqrl.errors import ConfigError
 
 
 class BCAgent(DecisionAgent):
@@ -30,7 +31,7 @@ class BCAgent(DecisionAgent):
         # except the two that BC fixes. A checkpoint's saved hyper-parameters hold both, so they
         # are accepted here when they agree.
         if kwargs.pop("return_conditioned", False):
-            raise ValueError("BCAgent is never return-conditioned; use DecisionAgent for that")
+            raise ConfigError("BCAgent is never return-conditioned; use DecisionAgent for that")
         kwargs.pop("target_returns", None)
         super().__init__(return_conditioned=False, **kwargs)
 

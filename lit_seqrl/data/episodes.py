@@ -15,6 +15,8 @@ import minari
 import numpy as np
 from minari.storage import get_dataset_path
 
+from lit_seqrl.errors import ConfigError, MissingInputError
+
 __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingInputError):
     """An offline dataset is neither stored locally nor at the given path."""
 
 
@@ -206,7 +208,7 @@ def _to_episode(raw: minari.EpisodeData, discrete: bool) -> Episode:
     obs = np.asarray(raw.observations, dtype=np.float32)  # (T+1, obs_dim)
     num_steps = len(raw.rewards)
     if obs.shape[0] != num_steps + 1:
-        raise ValueError(
+        raise ConfigError(
             f"episode {raw.id}: expected {num_steps + 1} observations for {num_steps} steps, got {obs.shape[0]}"
         )
     if discrete:
@@ -229,7 +231,7 @@ def _check_finite(source: str, ep: Episode) -> None:
         values = getattr(ep, name)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             step = int(np.argwhere(~np.isfinite(values))[0][0])
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {source!r}: episode {ep.id} has a non-finite value in {name} (first at step {step})"
             )
 
@@ -237,10 +239,10 @@ def _check_finite(source: str, ep: Episode) -> None:
 def _check_spaces(source: str, obs_space: gym.spaces.Space, act_space: gym.spaces.Space) -> None:
     # Sequence models here embed a flat vector per step; images/dicts need their own encoder.
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise ValueError(f"dataset {source!r}: only 1-D Box observations are supported, got {obs_space}")
+        raise ConfigError(f"dataset {source!r}: only 1-D Box observations are supported, got {obs_space}")
     box_ok = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
     if not (box_ok or isinstance(act_space, gym.spaces.Discrete)):
-        raise ValueError(
+        raise ConfigError(
             f"dataset {source!r}: only 1-D Box or Discrete actions are supported, got {act_space}"
         )
 

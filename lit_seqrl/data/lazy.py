@@ -36,6 +36,7 @@ from lit_seqrl.data.episodes import (
     _ref_scores,
 )
 from lit_seqrl.data.windows import Batch, WindowSampler, delay_rewards, returns_to_go
+from lit_seqrl.errors import ConfigError
 
 __all__ = [
     "EpisodeRef",
@@ -112,7 +113,7 @@ def _hdf5_file(source: str, data_path: Path) -> Path:
     fmt = meta.get("data_format", "hdf5")
     path = data_path / _MAIN_FILE
     if fmt != "hdf5" or not path.is_file():
-        raise ValueError(f"dataset {source!r}: lazy loading reads minari's hdf5 format, this one is {fmt!r}")
+        raise ConfigError(f"dataset {source!r}: lazy loading reads minari's hdf5 format, this one is {fmt!r}")
     return path
 
 
@@ -158,7 +159,7 @@ def _scan_file(source: str, path: Path, ids: list[int]) -> list[EpisodeRef]:
             rewards = np.asarray(group["rewards"][()], dtype=np.float32).reshape(-1)
             if not np.isfinite(rewards).all():
                 step = int(np.argwhere(~np.isfinite(rewards))[0][0])
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {source!r}: episode {episode_id} has a non-finite value in rewards (first at step {step})"
                 )
             raw = tuple(_raw_location(group[name]) for name in _FIELDS)
@@ -195,7 +196,7 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
     import h5py
 
     if not episodes:
-        raise ValueError("streaming_obs_stats needs at least one episode")
+        raise ConfigError("streaming_obs_stats needs at least one episode")
     count, mean, m2 = 0, None, None
     fd = os.open(path, os.O_RDONLY)
     f = None  # h5py, opened only for episodes without raw offsets
@@ -209,7 +210,7 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
             obs = np.asarray(stored[: ref.length], dtype=np.float32)
             if not np.isfinite(obs).all():
                 step = int(np.argwhere(~np.isfinite(obs))[0][0])
-                raise ValueError(
+                raise ConfigError(
                     f"episode {ref.id} has a non-finite value in observations (first at step {step})"
                 )
             x = obs.astype(np.float64)
@@ -257,7 +258,7 @@ class LazyTrajectoryWindows(WindowSampler):
     ) -> None:
         super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start)
         if cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+            raise ConfigError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self.path = Path(path)
         self.discrete, self.gamma, self.delayed_reward = discrete, gamma, delayed_reward
         self.reward_scale = np.float32(reward_scale)

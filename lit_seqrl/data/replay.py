@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_seqrl.errors import ConfigError
+
 ReplayBatch = dict[str, Tensor]
 
 
@@ -53,7 +55,7 @@ class EpisodicReplay:
 
     def __init__(self, capacity: int, obs_dim: int, seed: int | None = None) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+            raise ConfigError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.obs_dim = obs_dim
         self.rng = np.random.default_rng(seed)

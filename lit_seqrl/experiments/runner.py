@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lit_seqrl.errors import ConfigError
+
 AGENTS = {"dt": "lit_seqrl.agents.DecisionAgent", "bc": "lit_seqrl.agents.BCAgent"}
 _TOP_KEYS = {
     "max_steps",
@@ -82,16 +84,16 @@ class ExperimentConfig:
     def load(cls, path: str | Path) -> ExperimentConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: an experiment config must be a mapping")
+            raise ConfigError(f"{path}: an experiment config must be a mapping")
         known = {k: raw[k] for k in _TOP_KEYS if k in raw}
         cfg = cls(**known, extra={k: v for k, v in raw.items() if k not in _TOP_KEYS})
         cfg.datasets = {k: dict(v or {}) for k, v in (cfg.datasets or {}).items()}
         for name, variant in cfg.variants.items():
             unknown = set(variant) - {"agent", "backbone", "model", "data"}
             if unknown:
-                raise ValueError(f"{path}: variant {name!r} has unknown keys {sorted(unknown)}")
+                raise ConfigError(f"{path}: variant {name!r} has unknown keys {sorted(unknown)}")
             if variant.get("agent", "dt") not in AGENTS:
-                raise ValueError(f"{path}: variant {name!r}: agent must be one of {sorted(AGENTS)}")
+                raise ConfigError(f"{path}: variant {name!r}: agent must be one of {sorted(AGENTS)}")
         return cfg
 
     def run_spec(
@@ -169,7 +171,7 @@ def train_and_evaluate(spec: RunSpec, on_step: Callable[[int], None] | None = No
         dm = OfflineTrajectoryDataModule(dataset=spec.dataset, seed=spec.seed, **spec.data)
         cls = BCAgent if spec.agent == "bc" else DecisionAgent
         # Rollouts only after training (eval_episodes=0 in fit): budgets here are in optimiser steps.
-        agent = cls(**{**spec.model, "eval_episodes": 0})
+        agent = cls(**{**spec.model, "eval_episodes": 0, "data_spec": dm.data_spec()})
         trainer = L.Trainer(
             max_steps=spec.max_steps,
             logger=False,
