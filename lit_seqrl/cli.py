@@ -45,7 +45,8 @@ class SeqRLCLI(LightningCLI):
         """Reject an unknown backbone name before the data module generates or loads any data."""
         from lit_seqrl.registry import get_backbone_class
 
-        spec = self.config[self.subcommand].get("model.init_args.backbone")
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        spec = config.get("model.init_args.backbone")
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
             get_backbone_class(spec["name"])  # raises UnknownBackboneError
 

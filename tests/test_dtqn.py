@@ -240,6 +240,20 @@ def fit(agent: DTQNAgent, steps: int = 20, **trainer_kwargs) -> L.Trainer:
     return trainer
 
 
+def test_training_leaves_the_process_warning_filters_alone() -> None:
+    trainer = L.Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:  # restores the filters afterwards
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        trainer.fit(tiny_agent("dqn"))
+        assert warnings.filters == before
+    # Nor is there anything to hide: the replay stream reaches Lightning without a worker count.
+    assert not [w for w in caught if "does not have many workers" in str(w.message)]
+
+
 @pytest.mark.parametrize("kind", ["dqn", "drqn", "dtqn", "dtqn_gated"])
 def test_short_fit(kind: str) -> None:
     L.seed_everything(0, verbose=False)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from collections import deque
 from typing import Any, Literal
 
@@ -30,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 import lit_seqrl.envs  # noqa: F401  (registers our environments for gym.make)
 from lit_seqrl.agents.base import SeqRLAgent, adamw, param_groups
@@ -208,7 +206,7 @@ class DTQNAgent(SeqRLAgent):
         return self.q_net(obs)
 
     # ----------------------------------------------------------------- data
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ReplayStream:
         hp = self.hparams
         rank = self.global_rank if self._trainer is not None else 0
         seed = (hp.seed if hp.seed is not None else torch.initial_seed() % 2**31) + 1_000 * rank
@@ -227,8 +225,9 @@ class DTQNAgent(SeqRLAgent):
             epsilon_fn=self.epsilon,
         )
         # The stream steps environments with this module's network, so it must stay in-process.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        return DataLoader(stream, batch_size=None, num_workers=0)
+        # Handed to Lightning as is, not wrapped in a DataLoader(batch_size=None, num_workers=0),
+        # which would only pass its batches through: Lightning then has no worker count to warn about.
+        return stream
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
