@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vs_peers import backbone_spec
+from vs_peers import backbone_spec, make_agent
 
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.base import adamw, param_groups
@@ -36,21 +36,6 @@ from lit_seqrl.backbones import transformer as transformer_module
 from lit_seqrl.backbones.layers import Dropout
 from lit_seqrl.backbones.transformer import CausalSelfAttention
 from lit_seqrl.evaluation.rollout import run_episodes
-
-
-def make_agent(dm: Any, spec: dict[str, Any], **overrides: Any) -> DecisionAgent:
-    torch.manual_seed(spec["seed"])
-    kw = dict(
-        backbone=backbone_spec(spec),
-        lr=spec["lr"],
-        weight_decay=spec["weight_decay"],
-        warmup_steps=spec["warmup_steps"],
-        embed_dropout=spec["dropout"],
-        eval_episodes=0,
-        data_spec=dm.data_spec(),
-    )
-    kw.update(overrides)
-    return DecisionAgent(**kw)
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, **kw: Any) -> Tensor:

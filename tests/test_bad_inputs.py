@@ -25,8 +25,7 @@ from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.importers import import_dataset
 from lit_seqrl.data.store import write_dataset
 from lit_seqrl.registry import list_backbones
-from tests.helpers import REPO, run_cli
-from tests.test_data_import import flat, write_hdf5
+from tests.helpers import REPO, flat, run_cli, write_hdf5
 
 CONFIG = str(REPO / "configs" / "dt_pendulum.yaml")
 TINY_DATA = "test/pendulum/tiny-v0"

@@ -11,13 +11,9 @@ from lit_seqrl.agents import BCAgent, DecisionAgent, load_agent
 from lit_seqrl.data import OfflineTrajectoryDataModule
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.store import write_dataset
+from tests.helpers import PENDULUM_SPEC
 
-SPEC = {
-    "obs_dim": 3, "act_dim": 1, "discrete": False, "env_id": "Pendulum-v1", "context_len": 4,
-    "max_timestep": 201, "reward_scale": 0.01, "gamma": 1.0, "delayed_reward": False,
-    "action_low": [-2.0], "action_high": [2.0], "ref_min_score": -1200.0, "ref_max_score": -150.0,
-    "target_returns": [-150.0],
-}  # fmt: skip
+SPEC = {**PENDULUM_SPEC, "context_len": 4}
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
 N_EPISODES = 40
 

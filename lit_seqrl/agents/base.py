@@ -76,8 +76,8 @@ def adamw(
 ) -> torch.optim.AdamW:
     """AdamW over ``groups``, fused into one kernel per step where the parameters allow it.
 
-    The fused kernel takes 3% off a DT step on 2 CPU cores (``benchmarks/vs_peers.py --experiments``);
-    it needs real floating parameters (not S4's complex ones) on CPU or CUDA.
+    The fused kernel makes a DT step faster (``benchmarks/vs_peers.py --experiments``, numbers in
+    benchmarks/README.md); it needs real floating parameters (not S4's complex ones) on CPU or CUDA.
     """
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(

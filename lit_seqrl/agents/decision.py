@@ -65,9 +65,9 @@ class DecisionAgent(SeqRLAgent):
         eval_mode: ``"window"`` (re-encode the last K steps, what training saw) or ``"recurrent"``
             (carry the backbone state with ``step``; exact when training windows start at t=0).
         eval_compile: act in window mode through ``torch.compile`` of :meth:`forward`: one graph
-            whose element-wise work is fused, 1.2-1.4x the env-steps/s of eager acting on a
-            2-core CPU, after a one-off compile of about 20 s (needs a C++ compiler on CPU; if
-            compiling fails, acting falls back to eager with a warning).
+            whose element-wise work is fused: more env-steps/s than eager acting, after a one-off
+            compile (speed-up and compile time in benchmarks/README.md; needs a C++ compiler on
+            CPU; if compiling fails, acting falls back to eager with a warning).
         eval_episodes, eval_num_envs: rollouts after each validation (0 episodes: none); the
             best checkpoint is chosen by the return at the first target.
         checkpoint_every_n_steps: also refresh ``last.ckpt`` every n optimizer steps, so a killed
@@ -149,7 +149,7 @@ class DecisionAgent(SeqRLAgent):
         # GPT-2 initialisation for the agent's own layers too, as Hugging Face's Decision Transformer
         # does; the original DT code leaves them at PyTorch's defaults (the timestep embedding at
         # N(0, 1)). That default lets the timestep vectors swamp the state token and slowed
-        # learning on the default Pendulum job (return -1020 vs -710 after 1000 steps).
+        # learning on the default Pendulum job (returns in benchmarks/README.md).
         for layer in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action, self.head):
             nn.init.normal_(layer.weight, mean=0.0, std=0.02)
             if getattr(layer, "bias", None) is not None:
@@ -297,7 +297,7 @@ class DecisionAgent(SeqRLAgent):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
-        # A plain tensor, not a MeanMetric: per-step values need no state (4% of a CPU step).
+        # A plain tensor, not a MeanMetric: per-step values need no state, and it is cheaper.
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

@@ -17,13 +17,13 @@ import numpy as np
 from lit_seqrl.experiments.runner import (
     ExperimentConfig,
     RunSpec,
+    bar_chart,
     budget_line,
     fmt,
     group,
     headline,
     markdown_table,
     mean_std,
-    pyplot,
     rows_by_target,
     score_key,
 )
@@ -84,32 +84,14 @@ def report(
 def _plot(
     variants: list[str], datasets: list[str], by_cell: dict, key: str, path: Path, cfg: ExperimentConfig
 ) -> Path | None:
-    plt = pyplot()
-    if plt is None:
-        return None
-    width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(max(6.0, 2 + 2.5 * len(datasets)), 4.5))
-    for j, variant in enumerate(variants):
-        stats = [
+    series = {
+        variant: [
             mean_std(
                 [_score(r, key, cfg.datasets[d].get("target_return")) for r in by_cell.get((variant, d), [])]
             )
             for d in datasets
         ]
-        x = np.arange(len(datasets)) + (j - (len(variants) - 1) / 2) * width
-        ax.bar(
-            x,
-            [np.nan if s is None else s[0] for s in stats],
-            width,
-            yerr=[0 if s is None else s[1] for s in stats],
-            capsize=2,
-            label=variant,
-        )
-    ax.set_xticks(np.arange(len(datasets)), datasets, fontsize=8)
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title("Backbones (mean ± std over seeds)")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        for variant in variants
+    }
+    size = (max(6.0, 2 + 2.5 * len(datasets)), 4.5)
+    return bar_chart(path, datasets, series, key, "Backbones (mean ± std over seeds)", size, legend_columns=2)

@@ -333,3 +333,68 @@ def pyplot() -> Any:
         warnings.warn('plots need matplotlib: pip install "lit-seqrl[plot]"', UserWarning, stacklevel=2)
         return None
     return plt
+
+
+Stat = tuple[float, float, int] | None  # mean, std, count (None: no runs)
+
+
+def bar_chart(
+    path: Path,
+    groups: list[str],
+    series: dict[str, list[Stat]],
+    ylabel: str,
+    title: str,
+    figsize: tuple[float, float],
+    legend_columns: int = 1,
+) -> Path | None:
+    """Grouped bars, mean ± std: in every group one bar per series; ``series[label][i]`` is group i's.
+
+    Returns ``path`` once written, or None when matplotlib is missing.
+    """
+    plt = pyplot()
+    if plt is None:
+        return None
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=figsize)
+    for j, (label, stats) in enumerate(series.items()):
+        x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width
+        ax.bar(
+            x,
+            [np.nan if s is None else s[0] for s in stats],
+            width,
+            yerr=[0 if s is None else s[1] for s in stats],
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(np.arange(len(groups)), groups, fontsize=8)
+    ax.set_ylabel(ylabel.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=legend_columns)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bar_charts_per_dataset(
+    cfg: ExperimentConfig,
+    out: Path,
+    name: str,
+    title: str,
+    key: str,
+    series_for: Callable[[str], dict[str, list[Stat]]],
+) -> tuple[list[str], list[Path]]:
+    """A :func:`bar_chart` per dataset over the config's variants, ``out/<name>-<dataset>.png``:
+    the markdown lines embedding them, and their paths.
+
+    ``series_for(dataset)`` gives the bars, as :func:`bar_chart`'s ``series``.
+    """
+    variants = list(cfg.variants)
+    size = (max(5.0, 1.5 + 1.6 * len(variants)), 4)
+    parts, plots = [], []
+    for dataset in cfg.datasets:
+        path = out / f"{name}-{slug(dataset)}.png"
+        if bar_chart(path, variants, series_for(dataset), key, f"{title}: {dataset}", size) is not None:
+            plots.append(path)
+            parts += [f"![{title.lower()} on {dataset}]({path.name})", ""]
+    return parts, plots
