@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
+import lightning as L
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +33,12 @@ PENDULUM_SPEC = {
     "action_low": [-2.0], "action_high": [2.0], "ref_min_score": -1200.0, "ref_max_score": -150.0,
     "target_returns": [-150.0],
 }  # fmt: skip
+
+
+def quiet_trainer(**kwargs: Any) -> L.Trainer:
+    """A CPU ``Trainer`` that prints and logs nothing; ``kwargs`` add to or override that."""
+    quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    return L.Trainer(**{**quiet, **kwargs})
 
 
 def run_cli(

@@ -77,3 +77,19 @@ def test_transformer_activation_option():
     assert isinstance(relu.blocks[0].mlp[1], torch.nn.ReLU)  # the DT paper code's
     with pytest.raises(ValueError, match="activation must be one of"):
         build_backbone("transformer", d_model=16, activation="swish")
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "mamba2_hybrid", "mambadm", "dc", "dc_hybrid"])
+def test_left_padding_is_invisible_to_real_tokens(name):
+    """Whatever sits in masked left padding, real tokens get the outputs of the unpadded sequence."""
+    torch.manual_seed(0)
+    backbone = build_backbone(name, d_model=16, n_layers=2).eval()
+    x = torch.randn(2, 12, 16)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[:, :5] = False
+    x_noise = x.clone()
+    x_noise[:, :5] = 10 * torch.randn(2, 5, 16)
+    with torch.no_grad():
+        y = backbone(x, mask)
+        torch.testing.assert_close(y[:, 5:], backbone(x_noise, mask)[:, 5:])
+        torch.testing.assert_close(y[:, 5:], backbone(x[:, 5:]), rtol=1e-5, atol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -11,7 +10,7 @@ from lit_seqrl.agents import BCAgent, DecisionAgent, load_agent
 from lit_seqrl.data import OfflineTrajectoryDataModule
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.store import write_dataset
-from tests.helpers import PENDULUM_SPEC
+from tests.helpers import PENDULUM_SPEC, quiet_trainer
 
 SPEC = {**PENDULUM_SPEC, "context_len": 4}
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
@@ -125,10 +124,9 @@ def test_bc_checkpoint_rebuilds_a_bc_agent(ranked_dataset, tmp_path):
         dataset, context_len=4, batch_size=8, windows_per_epoch=16, top_fraction=0.5
     )
     agent = BCAgent(backbone=TINY, eval_episodes=0, warmup_steps=1, data_spec=dm.data_spec())
-    trainer = L.Trainer(
-        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(
+        max_steps=2, enable_checkpointing=False, limit_val_batches=0, default_root_dir=tmp_path
+    )
     trainer.fit(agent, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "bc.ckpt")
     loaded = load_agent(str(tmp_path / "bc.ckpt"), expected=DecisionAgent)

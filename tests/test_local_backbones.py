@@ -68,19 +68,6 @@ def test_dc_mixer_sees_only_its_window_and_uses_filters_by_position(types):
         torch.testing.assert_close(y[:, t], ref)
 
 
-@pytest.mark.parametrize("name", ["mambadm", "dc", "dc_hybrid"])
-def test_left_padding_gives_the_unpadded_outputs(name):
-    torch.manual_seed(0)
-    model = build_backbone(name, d_model=16, n_layers=2).eval()
-    x = torch.randn(2, 12, 16)
-    mask = torch.ones(2, 12, dtype=torch.bool)
-    mask[:, :5] = False
-    x_noise = x.clone()
-    x_noise[:, :5] = 10 * torch.randn(2, 5, 16)  # whatever sits in the padding
-    with torch.no_grad():
-        torch.testing.assert_close(model(x_noise, mask)[:, 5:], model(x[:, 5:]), rtol=1e-5, atol=1e-5)
-
-
 def test_hybrid_defaults_to_attention_in_the_last_block_and_options_are_checked():
     model = DecisionConvFormerHybrid(d_model=16, n_layers=3)
     assert model.attn_layers == [2]
