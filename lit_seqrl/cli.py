@@ -60,18 +60,18 @@ class SeqRLCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.get("ckpt_path") != "last":
             return
-        logger = self.trainer.logger
-        logger_config = config.get("trainer.logger")
-        init_args = dict(logger_config.get("init_args") or {}) if isinstance(logger_config, Namespace) else {}
+        logger = self.trainer.logger  # the first logger, which names the checkpoint folder
+        init_args = _tensorboard_init_args(config.get("trainer.logger"))
         if not isinstance(logger, TensorBoardLogger) or init_args.get("version") is not None:
             return  # an explicit version: Lightning resolves "last" inside it
         root = Path(logger.root_dir)
         runs = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if runs:
             version = runs[-1].parents[1].name
-            self.trainer.logger = TensorBoardLogger(
+            resumed = TensorBoardLogger(
                 **{**init_args, "save_dir": logger.save_dir, "name": logger.name, "version": version}
             )
+            self.trainer.loggers = [resumed, *self.trainer.loggers[1:]]
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -85,6 +85,14 @@ class SeqRLCLI(LightningCLI):
                     f"evaluate with: lit-seqrl evaluate --ckpt_path {ckpt.best_model_path or ckpt.last_model_path}"
                 )
         end_process_group(trainer)
+
+
+def _tensorboard_init_args(logger_config: Any) -> dict[str, Any]:
+    """The configured arguments of the first logger when it is a TensorBoardLogger (else none)."""
+    first = logger_config[0] if isinstance(logger_config, list) and logger_config else logger_config
+    if not isinstance(first, Namespace) or not str(first.get("class_path", "")).endswith("TensorBoardLogger"):
+        return {}
+    return dict(first.get("init_args") or {})
 
 
 def _call(method: Any) -> Any:
