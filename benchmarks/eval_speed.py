@@ -28,7 +28,7 @@ from lit_seqrl.evaluation.rollout import run_episodes
 
 def train_default(steps: int) -> DecisionAgent:
     dm = OfflineTrajectoryDataModule("lit_seqrl/pendulum/mixed-v0", reward_scale=0.01)
-    agent = DecisionAgent(lr=3e-4, warmup_steps=100, eval_episodes=0)
+    agent = DecisionAgent(lr=3e-4, warmup_steps=100, eval_episodes=0, data_spec=dm.data_spec())
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, gradient_clip_val=0.25)  # fmt: skip
     trainer.fit(agent, dm)

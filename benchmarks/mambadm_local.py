@@ -15,11 +15,9 @@ all of them alike; medians over ``--reps`` calls, ratios to Decision Mamba.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import median_ms
 
 from lit_seqrl.registry import build_backbone
 
@@ -28,17 +26,6 @@ VARIANTS = {
     "MambaDM local=conv": ("mambadm", {"local": "conv", "local_window": 6}),
     "MambaDM local=mamba": ("mambadm", {"local": "mamba", "local_window": 6}),
 }
-
-
-def median_ms(fns: list[Callable[[], object]], reps: int) -> list[float]:
-    """Median wall time of each function in ms, calls interleaved."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [1e3 * statistics.median(t) for t in times]
 
 
 def main() -> None:

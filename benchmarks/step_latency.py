@@ -14,26 +14,13 @@ one CPU thread, batch 1 (one environment), d_model=128, 3 layers, ``no_grad``, e
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import median_ms
 
 from lit_seqrl.registry import build_backbone
 
 SHORT, LONG = 10, 1000
-
-
-def median_ms(fns: list[Callable[[], object]], reps: int) -> list[float]:
-    """Median wall time of each function in ms, calls interleaved."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [1e3 * statistics.median(t) for t in times]
 
 
 def states_at(backbone, x: torch.Tensor, ts: tuple[int, ...]) -> dict[int, object]:

@@ -34,8 +34,6 @@ def main() -> None:
     dm.prepare_data()
     dm.setup("fit")
     agent = DecisionAgent(eval_episodes=0, data_spec=dm.data_spec())
-    agent.obs_mean.copy_(torch.as_tensor(dm.obs_mean))
-    agent.obs_std.copy_(torch.as_tensor(dm.obs_std))
 
     loader = dm.train_dataloader()
     t0 = time.perf_counter()
@@ -56,7 +54,7 @@ def main() -> None:
         opt.step()
     t_step = (time.perf_counter() - t0) / len(batches)
 
-    fresh = DecisionAgent(eval_episodes=0)
+    fresh = DecisionAgent(eval_episodes=0, data_spec=dm.data_spec())
     trainer = L.Trainer(max_steps=args.steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, gradient_clip_val=0.25)  # fmt: skip
     t0 = time.perf_counter()

@@ -172,6 +172,23 @@ def backbone_spec(spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return {"name": "transformer", **{k: spec[k] for k in keys}, "activation": "relu", **overrides}
 
 
+def make_agent(
+    dm: OfflineTrajectoryDataModule, spec: dict[str, Any], agent_cls: type = DecisionAgent, **overrides: Any
+) -> DecisionAgent:
+    """Our DT at the peers' size, built from ``dm``'s data; ``spec["seed"]`` seeds its weights."""
+    torch.manual_seed(spec["seed"])
+    kw = dict(
+        backbone=backbone_spec(spec),
+        lr=spec["lr"],
+        weight_decay=spec["weight_decay"],
+        warmup_steps=spec["warmup_steps"],
+        embed_dropout=spec["dropout"],
+        eval_episodes=0,
+        data_spec=dm.data_spec(),
+    )
+    return agent_cls(**{**kw, **overrides})
+
+
 def _last(n: int, flag: bool) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
     out[-1] = float(flag)
@@ -216,17 +233,9 @@ class Ours:
         agent_cls: type = DecisionAgent,
         patches: set[str] | None = None,
     ) -> None:
-        torch.manual_seed(spec["seed"])
         self.dm, self.spec, self.root = dm, spec, root
-        self.agent = agent_cls(
-            backbone=backbone_spec(spec),
-            lr=spec["lr"],
-            weight_decay=spec["weight_decay"],
-            warmup_steps=spec["warmup_steps"],
-            embed_dropout=spec["dropout"],
-            eval_episodes=0,
-            eval_compile=True,  # acting through one compiled graph (shipped, opt-in)
-        )
+        # Acting through one compiled graph (shipped, opt-in).
+        self.agent = make_agent(dm, spec, agent_cls, eval_compile=True)
         self.patches = patches or set()
         self.compile_seconds: float | None = None
         if self.patches:

@@ -26,30 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from vs_peers import backbone_spec
+from vs_peers import backbone_spec, make_agent
 
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.base import adamw, param_groups
 from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.evaluation.rollout import run_episodes
-
-
-def make_agent(dm: Any, spec: dict[str, Any], **overrides: Any) -> DecisionAgent:
-    torch.manual_seed(spec["seed"])
-    kw = dict(
-        backbone=backbone_spec(spec),
-        lr=spec["lr"],
-        weight_decay=spec["weight_decay"],
-        warmup_steps=spec["warmup_steps"],
-        embed_dropout=spec["dropout"],
-        eval_episodes=0,
-        data_spec=dm.data_spec(),
-    )
-    kw.update(overrides)
-    agent = DecisionAgent(**kw)
-    agent.obs_mean.copy_(torch.as_tensor(dm.obs_mean))
-    agent.obs_std.copy_(torch.as_tensor(dm.obs_std))
-    return agent
 
 
 def use_full_last_block(agent: DecisionAgent) -> DecisionAgent:

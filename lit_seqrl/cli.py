@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ArgumentParser
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+
+from lit_seqrl.errors import ConfigError
 
 EXTRA_COMMANDS = ("evaluate", "data", "backbones", "plot", "experiment")
 
@@ -31,22 +33,45 @@ class SeqRLCLI(LightningCLI):
             SeqRLAgent, None, subclass_mode_model=True, auto_configure_optimizers=False, **kwargs
         )
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The agent is built in its __init__ from the data's spec (dims, bounds, normalisation),
+        # so the data module is instantiated first and its spec handed over, as in Lightning's
+        # examples. The link is skipped when the config has no data module (online agents).
+        parser.link_arguments(
+            "data.data_spec", "model.init_args.data_spec", compute_fn=_call, apply_on="instantiate"
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Reject an unknown backbone name before the data module generates or loads any data."""
+        from lit_seqrl.registry import get_backbone_class
+
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        spec = config.get("model.init_args.backbone")
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            get_backbone_class(spec["name"])  # raises UnknownBackboneError
+
     def before_fit(self) -> None:
         """``--ckpt_path last`` continues the newest run that has a ``last.ckpt``, in its own log folder.
 
         Lightning looks for ``last`` in the folder of the *new* logger version only, so with the
         default auto-incremented TensorBoard version a resumed job would silently start from
-        scratch; pointing the logger back at the newest version with a last checkpoint fixes that.
+        scratch; a logger for the newest version with a last checkpoint replaces it.
         """
-        if self.config_init[self.subcommand].get("ckpt_path") != "last":
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") != "last":
             return
-        logger = self.trainer.logger
-        if not isinstance(logger, TensorBoardLogger) or logger._version is not None:
+        logger = self.trainer.logger  # the first logger, which names the checkpoint folder
+        init_args = _tensorboard_init_args(config.get("trainer.logger"))
+        if not isinstance(logger, TensorBoardLogger) or init_args.get("version") is not None:
             return  # an explicit version: Lightning resolves "last" inside it
         root = Path(logger.root_dir)
         runs = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if runs:
-            logger._version = runs[-1].parents[1].name
+            version = runs[-1].parents[1].name
+            resumed = TensorBoardLogger(
+                **{**init_args, "save_dir": logger.save_dir, "name": logger.name, "version": version}
+            )
+            self.trainer.loggers = [resumed, *self.trainer.loggers[1:]]
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -60,6 +85,19 @@ class SeqRLCLI(LightningCLI):
                     f"evaluate with: lit-seqrl evaluate --ckpt_path {ckpt.best_model_path or ckpt.last_model_path}"
                 )
         end_process_group(trainer)
+
+
+def _tensorboard_init_args(logger_config: Any) -> dict[str, Any]:
+    """The configured arguments of the first logger when it is a TensorBoardLogger (else none)."""
+    first = logger_config[0] if isinstance(logger_config, list) and logger_config else logger_config
+    if not isinstance(first, Namespace) or not str(first.get("class_path", "")).endswith("TensorBoardLogger"):
+        return {}
+    return dict(first.get("init_args") or {})
+
+
+def _call(method: Any) -> Any:
+    """Link helper: the value of a data-module method (``data.data_spec`` -> ``dm.data_spec()``)."""
+    return method()
 
 
 def end_process_group(trainer: Any) -> None:
@@ -114,7 +152,7 @@ def run_evaluate(argv: list[str]) -> dict[str, Any]:
     agent = load_agent(args.ckpt_path, map_location=args.device)
     if args.compile is not None:
         if "eval_compile" not in agent.hparams:
-            raise ValueError(
+            raise ConfigError(
                 f"--compile: {type(agent).__name__} has no compiled acting (DecisionAgent, BCAgent)"
             )
         agent.hparams.eval_compile = args.compile
@@ -292,30 +330,19 @@ def run_experiment(argv: list[str]) -> dict[str, Any]:
     return result
 
 
-_USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
-
-
-def user_error(err: BaseException) -> BaseException | None:
-    """The bad-input error raised by lit_seqrl itself somewhere in ``err``'s chain, if any.
+def user_error(err: BaseException | None) -> ConfigError | None:
+    """The :class:`~lit_seqrl.errors.ConfigError` (bad input) in ``err``'s chain, if any.
 
     jsonargparse wraps errors raised while instantiating classes from a config; the user should
-    see our one-line message, not the wrapper's.
+    see our one-line message, not the wrapper's. Any other error is a bug and keeps its traceback.
     """
     seen: set[int] = set()
-    found = None
     while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
         seen.add(id(err))
-        tb = err.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        if (
-            isinstance(err, _USER_ERRORS)
-            and tb is not None
-            and f"{os.sep}lit_seqrl{os.sep}" in tb.tb_frame.f_code.co_filename
-        ):
-            found = err
         err = err.__cause__ or err.__context__
-    return found
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ from lit_seqrl.agents.policies import collect_with_policy
 from lit_seqrl.data.collect import collect_dataset
 from lit_seqrl.data.episodes import load_offline_dataset
 from lit_seqrl.data.importers import import_dataset
+from lit_seqrl.errors import ConfigError
 
 
 def collect(
@@ -29,10 +30,10 @@ def collect(
     if policy is not None:
         dataset_id = id or dataset_id
         if dataset_id is None:
-            raise ValueError("--policy needs --id, the dataset id to store the rollouts as")
+            raise ConfigError("--policy needs --id, the dataset id to store the rollouts as")
         data = collect_with_policy(policy, dataset_id, env, overwrite=overwrite, **rollout)
     elif dataset_id is None:
-        raise ValueError("name a built-in dataset to generate, or a --policy to roll out (with --id)")
+        raise ConfigError("name a built-in dataset to generate, or a --policy to roll out (with --id)")
     else:
         data = collect_dataset(dataset_id, overwrite=overwrite, progress=True, num_episodes=num_episodes)
     returns = [e.total_return for e in data.episodes]

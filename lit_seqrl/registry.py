@@ -31,6 +31,7 @@ from lit_seqrl.backbones.recurrent import GRUBackbone, LSTMBackbone
 from lit_seqrl.backbones.s4 import S4Backbone
 from lit_seqrl.backbones.s4d import S4DBackbone
 from lit_seqrl.backbones.transformer import Transformer
+from lit_seqrl.errors import ConfigError, ConfigTypeError
 
 ENTRY_POINT_GROUP = "lit_seqrl.backbones"
 BUILTIN_PROVIDER = "lit-seqrl"  # our distribution name: the provider shown for built-ins
@@ -76,8 +77,8 @@ _discovered: dict[str, BackboneEntry] | None = None
 _skipped: dict[str, str] = {}  # plugin name -> why it was skipped, warned once
 
 
-class UnknownBackboneError(KeyError):
-    """Raised for a backbone name no installed package provides."""
+class UnknownBackboneError(ConfigError, KeyError):
+    """Raised for a backbone name no installed package provides (a ``KeyError`` too, as before)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -193,7 +194,9 @@ def build_backbone(name: str, d_model: int, strict: bool = True, **kwargs: Any) 
                     f"backbone {name!r} does not take {dropped}; ignoring them", UserWarning, stacklevel=2
                 )
             kwargs = {k: v for k, v in kwargs.items() if k in params}
-    try:
-        return cls(d_model=d_model, **{**entry.defaults, **kwargs})
+    options = {**entry.defaults, **kwargs}
+    try:  # the options are checked against the signature; a TypeError inside the constructor is a bug
+        inspect.signature(cls).bind(d_model=d_model, **options)
     except TypeError as err:
-        raise TypeError(f"cannot build backbone {name!r} with {kwargs}: {err}") from err
+        raise ConfigTypeError(f"cannot build backbone {name!r} with {kwargs}: {err}") from None
+    return cls(d_model=d_model, **options)

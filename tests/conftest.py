@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"  # optional real artefacts; tests using them skip if absent
-
 
 def pytest_configure(config: pytest.Config) -> None:
     # Set before anything imports minari; subprocesses (CLI tests) inherit it.

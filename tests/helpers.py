@@ -1,4 +1,4 @@
-"""Shared helpers for tests that run the ``lit-seqrl`` command in a subprocess."""
+"""Helpers shared by several test modules (test modules import this, never each other)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import h5py
+import lightning as L
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"  # optional real artefacts; tests using them skip if absent
 # A small, fast configuration of the default job for CLI tests.
 TINY = [
     "--model.backbone.d_model=32",
@@ -18,6 +24,21 @@ TINY = [
     "--model.eval_episodes=2",
     "--model.eval_num_envs=2",
 ]
+
+
+# What OfflineTrajectoryDataModule.data_spec() says of Pendulum-v1 data: builds an agent without data.
+PENDULUM_SPEC = {
+    "obs_dim": 3, "act_dim": 1, "discrete": False, "env_id": "Pendulum-v1", "context_len": 20,
+    "max_timestep": 201, "reward_scale": 0.01, "gamma": 1.0, "delayed_reward": False,
+    "action_low": [-2.0], "action_high": [2.0], "ref_min_score": -1200.0, "ref_max_score": -150.0,
+    "target_returns": [-150.0],
+}  # fmt: skip
+
+
+def quiet_trainer(**kwargs: Any) -> L.Trainer:
+    """A CPU ``Trainer`` that prints and logs nothing; ``kwargs`` add to or override that."""
+    quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    return L.Trainer(**{**quiet, **kwargs})
 
 
 def run_cli(
@@ -38,3 +59,27 @@ def run_cli(
             f"lit-seqrl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+# ---------------------------------------------------------------- D4RL-style files
+def flat(n: int = 23, obs_dim: int = 3, act_dim: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """D4RL-style flat arrays: a terminal at row 4, timeouts at rows 9 and 15, rows 16.. unfinished."""
+    rng = np.random.default_rng(seed)
+    terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
+    terminals[4], timeouts[[i for i in (9, 15) if i < n]] = True, True
+    return {
+        "observations": rng.standard_normal((n, obs_dim)),
+        "next_observations": rng.standard_normal((n, obs_dim)),
+        "actions": rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+        "rewards": rng.standard_normal(n),
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
+
+
+def write_hdf5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+        f.create_group("infos").create_dataset("qpos", data=np.zeros((3, 2)))  # ignored, as in D4RL
+    return path

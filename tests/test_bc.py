@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -11,13 +10,9 @@ from lit_seqrl.agents import BCAgent, DecisionAgent, load_agent
 from lit_seqrl.data import OfflineTrajectoryDataModule
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.store import write_dataset
+from tests.helpers import PENDULUM_SPEC, quiet_trainer
 
-SPEC = {
-    "obs_dim": 3, "act_dim": 1, "discrete": False, "env_id": "Pendulum-v1", "context_len": 4,
-    "max_timestep": 201, "reward_scale": 0.01, "gamma": 1.0, "delayed_reward": False,
-    "action_low": [-2.0], "action_high": [2.0], "ref_min_score": -1200.0, "ref_max_score": -150.0,
-    "target_returns": [-150.0],
-}  # fmt: skip
+SPEC = {**PENDULUM_SPEC, "context_len": 4}
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 1, "dropout": 0.0}
 N_EPISODES = 40
 
@@ -130,11 +125,10 @@ def test_bc_checkpoint_rebuilds_a_bc_agent(ranked_dataset, tmp_path):
     dm = OfflineTrajectoryDataModule(
         dataset, context_len=4, batch_size=8, windows_per_epoch=16, top_fraction=0.5
     )
-    agent = BCAgent(backbone=TINY, eval_episodes=0, warmup_steps=1)
-    trainer = L.Trainer(
-        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-    )  # fmt: skip
+    agent = BCAgent(backbone=TINY, eval_episodes=0, warmup_steps=1, data_spec=dm.data_spec())
+    trainer = quiet_trainer(
+        max_steps=2, enable_checkpointing=False, limit_val_batches=0, default_root_dir=tmp_path
+    )
     trainer.fit(agent, datamodule=dm)
     trainer.save_checkpoint(tmp_path / "bc.ckpt")
     loaded = load_agent(str(tmp_path / "bc.ckpt"), expected=DecisionAgent)

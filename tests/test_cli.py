@@ -1,10 +1,11 @@
-"""The ``lit-seqrl`` command end to end, in subprocesses, on the generated default dataset."""
+"""The ``lit-seqrl`` command end to end, in subprocesses (and in-process where noted), on the generated default dataset."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ import torch
 
 from lit_seqrl.agents import load_agent
 from lit_seqrl.agents.decision_policy import DecisionPolicy
+from lit_seqrl.cli import SeqRLCLI, main, user_error
+from lit_seqrl.data import collect
+from lit_seqrl.errors import ConfigError
 from lit_seqrl.evaluation.rollout import run_episodes
 from tests.helpers import REPO, TINY, run_cli
 
@@ -139,6 +143,54 @@ def test_bad_fit_inputs_give_one_line_errors(override, message, tmp_path):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lit-seqrl fit: error: ") and message in last, proc.stderr[-2000:]
+
+
+def test_unknown_backbone_fails_before_any_data_is_generated(tmp_path, monkeypatch):
+    """The backbone name is checked first: a typo costs no dataset generation."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-seqrl"])
+
+    def generate(*args, **kwargs):
+        raise AssertionError("data generated before the backbone name was checked")
+
+    monkeypatch.setattr(collect, "collect_dataset", generate)
+    args = ["fit", "--config", CONFIG, "--data.dataset=lit_seqrl/cartpole/mixed-v0"]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--model.backbone.name=nope", "--trainer.fast_dev_run=true"])
+    assert str(info.value.code).startswith("lit-seqrl fit: error: unknown backbone 'nope'; known backbones:")
+    assert not (tmp_path / "datasets").exists() or not any((tmp_path / "datasets").rglob("*.hdf5"))
+
+
+def test_the_agent_is_built_from_the_data_before_fit(monkeypatch, tmp_path):
+    """The CLI links the data module's spec into the agent: network and normalisation exist at once."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-seqrl"])
+    cli = SeqRLCLI(args=["--config", CONFIG, *TINY], run=False)  # instantiate only, fit never runs
+    agent, dm = cli.model, cli.datamodule
+    assert sum(p.numel() for p in agent.backbone.parameters()) > 0
+    assert agent.embed_state.in_features == 3 and agent.head.out_features == 1  # Pendulum-v1
+    np.testing.assert_allclose(agent.obs_mean.numpy(), dm.obs_mean, rtol=1e-6)
+    np.testing.assert_allclose(agent.obs_std.numpy(), dm.obs_std, rtol=1e-6)
+    assert agent.hparams.data_spec["max_timestep"] == 201  # 200-step episodes, timesteps 0..200
+
+
+def test_only_bad_input_is_reported_as_one_line_and_bugs_keep_their_traceback():
+    from lit_seqrl.agents.base import lr_factor
+
+    with pytest.raises(TypeError) as bug:  # raised inside lit_seqrl, but a bug, not bad input
+        lr_factor("3", warmup=10)
+    assert user_error(bug.value) is None
+    try:
+        try:
+            raise ConfigError("gamma must be in (0, 1], got 1.5")
+        except ConfigError as err:
+            raise RuntimeError("Problem with given class_path") from err  # as jsonargparse wraps it
+    except RuntimeError as wrapped:
+        assert str(user_error(wrapped)) == "gamma must be in (0, 1], got 1.5"
+    with pytest.raises(TypeError), pytest.MonkeyPatch.context() as mp:  # main re-raises, no one-liner
+        mp.setattr("lit_seqrl.cli.run_backbones", lambda argv: lr_factor("3", warmup=10))
+        main(["backbones"])
 
 
 def test_invalid_choice_is_rejected_by_the_parser(tmp_path):

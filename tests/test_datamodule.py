@@ -7,7 +7,6 @@ traced back to its source step and checked against values computed here from the
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,7 @@ from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.data import OfflineTrajectoryDataModule
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.store import write_dataset
+from tests.helpers import quiet_trainer
 
 DATASET = "test/traced-v0"
 LENGTHS = [23, 31, 17, 40, 28, 35, 19, 26, 33, 21]
@@ -127,12 +127,13 @@ def fitted(traced, tmp_path_factory):
             DATASET, context_len=5, batch_size=16, windows_per_epoch=64, val_fraction=0.2,
             val_windows=16, gamma=0.95, reward_scale=0.01, seed=1,
         )  # fmt: skip
-        agent = DecisionAgent(backbone=TINY, warmup_steps=1, eval_episodes=0, target_returns=[-300.0])
+        agent = DecisionAgent(
+            backbone=TINY, warmup_steps=1, eval_episodes=0, target_returns=[-300.0], data_spec=dm.data_spec()
+        )
         recorder = _FirstSteps()
-        trainer = L.Trainer(
-            max_epochs=2, default_root_dir=root, logger=False, callbacks=[recorder],
-            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
-        )  # fmt: skip
+        trainer = quiet_trainer(
+            max_epochs=2, default_root_dir=root, callbacks=[recorder], limit_val_batches=1
+        )
         trainer.fit(agent, datamodule=dm)
         # Saved explicitly: last.ckpt is the state at the last improvement of val/loss, not the final one.
         ckpt = str(root / "final.ckpt")

@@ -18,13 +18,12 @@ from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.windows import TrajectoryWindows
 from lit_seqrl.evaluation.rollout import run_episodes
+from tests.helpers import PENDULUM_SPEC
 
 K, GAMMA, SCALE = 5, 0.99, 0.01
 SPEC = {
-    "obs_dim": 3, "act_dim": 1, "discrete": False, "env_id": "Pendulum-v1", "context_len": K,
-    "max_timestep": 201, "reward_scale": SCALE, "gamma": GAMMA, "delayed_reward": False,
-    "action_low": [-2.0], "action_high": [2.0], "ref_min_score": None, "ref_max_score": None,
-    "target_returns": [0.0],
+    **PENDULUM_SPEC, "context_len": K, "reward_scale": SCALE, "gamma": GAMMA,
+    "ref_min_score": None, "ref_max_score": None, "target_returns": [0.0],
 }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from lit_seqrl.agents.dtqn import DTQNAgent, double_dqn_targets, intermediate_q_
 from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
 from lit_seqrl.cli import run_evaluate
 from lit_seqrl.registry import list_backbones
+from tests.helpers import quiet_trainer
 
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
 BACKBONES = {
@@ -225,19 +226,22 @@ def test_actor_matches_forward_on_its_capped_history(kind: str, mode: str) -> No
 
 # ---------------------------------------------------------------- Lightning loop
 def fit(agent: DTQNAgent, steps: int = 20, **trainer_kwargs) -> L.Trainer:
-    trainer = L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(max_steps=steps, enable_checkpointing=False, **trainer_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(agent)
     return trainer
+
+
+def test_training_leaves_the_process_warning_filters_alone() -> None:
+    trainer = quiet_trainer(max_steps=2, enable_checkpointing=False)
+    with warnings.catch_warnings(record=True) as caught:  # restores the filters afterwards
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        trainer.fit(tiny_agent("dqn"))
+        assert warnings.filters == before
+    # Nor is there anything to hide: the replay stream reaches Lightning without a worker count.
+    assert not [w for w in caught if "does not have many workers" in str(w.message)]
 
 
 @pytest.mark.parametrize("kind", ["dqn", "drqn", "dtqn", "dtqn_gated"])

@@ -70,20 +70,6 @@ def test_dc_mixer_sees_only_its_window_and_uses_filters_by_position(types):
         torch.testing.assert_close(y[:, t], ref)
 
 
-@pytest.mark.parametrize("name", ["mambadm", "dc", "dc_hybrid"])
-def test_left_padding_gives_the_unpadded_outputs(name):
-    torch.manual_seed(0)
-    model = build_backbone(name, d_model=16, n_layers=2).eval()
-    x = torch.randn(2, 12, 16)
-    P = 6  # padding comes in whole steps: DC's default 3 filter banks keep their token types
-    mask = torch.ones(2, 12, dtype=torch.bool)
-    mask[:, :P] = False
-    x_noise = x.clone()
-    x_noise[:, :P] = 10 * torch.randn(2, P, 16)  # whatever sits in the padding
-    with torch.no_grad():
-        torch.testing.assert_close(model(x_noise, mask)[:, P:], model(x[:, P:]), rtol=1e-5, atol=1e-5)
-
-
 def test_hybrid_defaults_to_attention_in_the_last_block_and_options_are_checked():
     model = build_backbone("dc_hybrid", d_model=16, n_layers=3)
     assert model.attn_layers == [2]

@@ -133,20 +133,6 @@ def test_backend_cuda_without_kernels_is_a_clear_error(name):
         backbone(torch.randn(1, 5, 16))
 
 
-@pytest.mark.parametrize("name", ["mamba", "mamba2", "mamba2_hybrid"])
-def test_left_padding_is_invisible_to_real_tokens(name):
-    torch.manual_seed(0)
-    backbone = build_backbone(name, d_model=16, n_layers=2).eval()
-    x = torch.randn(2, 10, 16)
-    mask = torch.ones(2, 10, dtype=torch.bool)
-    mask[:, :4] = False
-    x2 = x.clone()
-    x2[:, :4] = torch.randn(2, 4, 16) * 10
-    y = backbone(x, mask)
-    torch.testing.assert_close(y[:, 4:], backbone(x2, mask)[:, 4:])
-    torch.testing.assert_close(y[:, 4:], backbone(x[:, 4:]), rtol=1e-5, atol=1e-5)
-
-
 def test_step_state_is_constant_size():
     mamba = MambaBackbone(d_model=16, n_layers=2, d_state=8).eval()
     mamba2 = Mamba2Backbone(d_model=16, n_layers=2, d_state=8, headdim=8).eval()

@@ -134,19 +134,23 @@ def test_mamba_backbone_equals_the_equations(d_state):
         torch.testing.assert_close(out[b].double(), ref, rtol=1e-4, atol=1e-4)
 
 
+@torch.no_grad()
+def step_by_step(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The outputs ``(L, D)`` of ``model.step`` over one sequence ``x (1, L, D)`` from its initial state."""
+    state, outs = model.init_state(1), []
+    for t in range(x.shape[1]):
+        y, state = model.step(x[:, t], state)
+        outs.append(y[0])
+    return torch.stack(outs)
+
+
 def test_mamba_step_equals_the_equations():
     torch.manual_seed(0)
     model = MambaBackbone(d_model=8, n_layers=1, d_state=4, backend="torch").eval()
     sd = randomize(model, seed=2)
     x = torch.randn(1, 7, 8)
-    state = model.init_state(1)
-    outs = []
-    with torch.no_grad():
-        for t in range(7):
-            y, state = model.step(x[:, t], state)
-            outs.append(y[0])
     ref = stack_reference(x[0].double(), sd, 1, lambda u, s: mamba_mixer_reference(u, s, 4))
-    torch.testing.assert_close(torch.stack(outs).double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step_by_step(model, x).double(), ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("ngroups", "headdim"), [(1, 8), (2, 4), (4, 4)])
@@ -177,12 +181,6 @@ def test_mamba2_step_equals_the_equations():
     model = Mamba2Backbone(d_model=16, n_layers=1, d_state=4, headdim=4, ngroups=2, backend="torch").eval()
     sd = randomize(model, seed=4)
     x = torch.randn(1, 6, 16)
-    state = model.init_state(1)
-    outs = []
-    with torch.no_grad():
-        for t in range(6):
-            y, state = model.step(x[:, t], state)
-            outs.append(y[0])
     mixer = lambda u, s: mamba2_mixer_reference(u, s, 4, 4, 2)  # noqa: E731
     ref = stack_reference(x[0].double(), sd, 1, mixer)
-    torch.testing.assert_close(torch.stack(outs).double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step_by_step(model, x).double(), ref, rtol=1e-4, atol=1e-4)

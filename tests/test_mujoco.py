@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, SHARED_DATA, run_cli
 
 pytest.importorskip("mujoco")
 

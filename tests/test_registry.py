@@ -14,6 +14,7 @@ import torch
 from lit_seqrl import registry
 from lit_seqrl.backbones import Backbone
 from lit_seqrl.backbones.transformer import Transformer
+from lit_seqrl.errors import ConfigError
 from lit_seqrl.registry import UnknownBackboneError, build_backbone, list_backbones, register_backbone
 from lit_seqrl.testing import check_backbone
 
@@ -191,6 +192,25 @@ def test_register_backbone_decorator_and_non_strict_kwargs():
 
     with pytest.raises(TypeError, match="expects a Backbone subclass"):
         register_backbone("bad")(int)
+
+
+def test_a_type_error_inside_a_backbone_constructor_is_a_bug_not_bad_options():
+    """Options the constructor does not take are bad input; a TypeError raised inside it is not."""
+
+    @register_backbone("buggy_test")
+    class Buggy(Backbone):
+        def __init__(self, d_model: int, gain: float = 1.0) -> None:
+            super().__init__(d_model)
+            self.width = len(gain)  # the bug: a float has no len()
+
+    try:
+        with pytest.raises(TypeError, match="has no len") as info:
+            build_backbone("buggy_test", d_model=4, gain=2.0)
+        assert not isinstance(info.value, ConfigError) and "cannot build backbone" not in str(info.value)
+        with pytest.raises(ConfigError, match="cannot build backbone 'buggy_test'"):
+            build_backbone("buggy_test", d_model=4, n_heads=2)
+    finally:
+        registry.unregister_backbone("buggy_test")
 
 
 def test_backbones_command_lists_builtins_and_plugins_with_their_provider(plugin_path, capsys):

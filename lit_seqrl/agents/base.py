@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from lit_seqrl.errors import ConfigError, MissingInputError
+
 CKPT_KEY = "lit_seqrl_agent"  # class path of the agent that wrote a checkpoint
 
 
@@ -48,16 +50,16 @@ def load_agent(
     try:
         ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}") from None
+        raise MissingInputError(f"checkpoint not found: {ckpt_path}") from None
     except Exception as err:
-        raise ValueError(f"cannot read checkpoint {ckpt_path}: {err}") from err
+        raise ConfigError(f"cannot read checkpoint {ckpt_path}: {err}") from err
     path = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
     if path is None:
-        raise ValueError(f"{ckpt_path} is not a lit-seqrl agent checkpoint (no {CKPT_KEY!r} entry)")
+        raise ConfigError(f"{ckpt_path} is not a lit-seqrl agent checkpoint (no {CKPT_KEY!r} entry)")
     module_name, _, cls_name = path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)
     if expected is not None and not issubclass(cls, expected):
-        raise ValueError(f"checkpoint {ckpt_path} holds a {cls_name}, not a {expected.__name__}")
+        raise ConfigError(f"checkpoint {ckpt_path} holds a {cls_name}, not a {expected.__name__}")
     agent = cls.load_from_checkpoint(ckpt_path, map_location=map_location)
     agent.eval()
     return agent
@@ -74,8 +76,8 @@ def adamw(
 ) -> torch.optim.AdamW:
     """AdamW over ``groups``, fused into one kernel per step where the parameters allow it.
 
-    The fused kernel takes 3% off a DT step on 2 CPU cores (``benchmarks/vs_peers.py --experiments``);
-    it needs real floating parameters (not S4's complex ones) on CPU or CUDA.
+    The fused kernel makes a DT step faster (``benchmarks/vs_peers.py --experiments``, numbers in
+    benchmarks/README.md); it needs real floating parameters (not S4's complex ones) on CPU or CUDA.
     """
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(

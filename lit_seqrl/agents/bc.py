@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lit_seqrl.agents.decision import DecisionAgent
+from lit_seqrl.errors import ConfigError
 
 
 class BCAgent(DecisionAgent):
@@ -28,6 +29,6 @@ class BCAgent(DecisionAgent):
         # except the two that BC fixes. A checkpoint's saved hyper-parameters hold both, so they
         # are accepted here when they agree.
         if kwargs.pop("return_conditioned", False):
-            raise ValueError("BCAgent is never return-conditioned; use DecisionAgent for that")
+            raise ConfigError("BCAgent is never return-conditioned; use DecisionAgent for that")
         kwargs.pop("target_returns", None)
         super().__init__(return_conditioned=False, **kwargs)

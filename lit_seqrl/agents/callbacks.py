@@ -11,14 +11,16 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from lit_seqrl.errors import ConfigError
+
 __all__ = ["NonFiniteLossError", "RNGStateCheckpoint", "StopOnNonFiniteLoss"]
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(ConfigError):
     """The training loss became NaN or infinite; training stopped before applying that step.
 
-    A ValueError so the command line reports it as one line, like other input problems
-    (a NaN loss almost always comes from the data or the hyper-parameters).
+    A :class:`~lit_seqrl.errors.ConfigError`, so the command line reports it as one line: a NaN
+    loss almost always comes from the data or the hyper-parameters, and the message says so.
     """
 
 

@@ -26,6 +26,7 @@ from lit_seqrl.agents.base import SeqRLAgent, adamw, lr_factor, param_groups
 from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.data.scores import normalized_score
+from lit_seqrl.errors import ConfigError
 from lit_seqrl.evaluation.callbacks import RolloutEvaluation
 from lit_seqrl.evaluation.rollout import check_env_matches, run_episodes, summarize
 from lit_seqrl.registry import build_backbone
@@ -41,6 +42,10 @@ DEFAULT_BACKBONE: dict[str, Any] = {
     "n_heads": 1,
     "dropout": 0.1,
 }
+
+
+def _floats(values: Any) -> Tensor:
+    return torch.as_tensor(values, dtype=torch.float32).clone()
 
 
 class DecisionAgent(SeqRLAgent):
@@ -59,15 +64,20 @@ class DecisionAgent(SeqRLAgent):
         eval_mode: ``"window"`` (re-encode the last K steps, what training saw) or ``"recurrent"``
             (carry the backbone state with ``step``; exact when training windows start at t=0).
         eval_compile: act in window mode through ``torch.compile`` of :meth:`forward`: one graph
-            whose element-wise work is fused, 1.2-1.4x the env-steps/s of eager acting on a
-            2-core CPU, after a one-off compile of about 20 s (needs a C++ compiler on CPU; if
-            compiling fails, acting falls back to eager with a warning).
+            whose element-wise work is fused: more env-steps/s than eager acting, after a one-off
+            compile (speed-up and compile time in benchmarks/README.md; needs a C++ compiler on
+            CPU; if compiling fails, acting falls back to eager with a warning).
         eval_episodes, eval_num_envs: rollouts after each validation (0 episodes: none); the
             best checkpoint is chosen by the return at the first target.
         checkpoint_every_n_steps: also refresh ``last.ckpt`` every n optimizer steps, so a killed
             run resumes (``--ckpt_path last``) from mid-epoch instead of the last validation.
-        data_spec: filled from the data module at ``fit`` (dims, env id, scales, bounds); it is
-            saved with the checkpoint so ``evaluate`` needs nothing else.
+        data_spec: what the network is built from and evaluated with: dims, env id, scales,
+            action bounds and observation normalisation, as ``OfflineTrajectoryDataModule.data_spec()``
+            returns it (the command line links it from ``--data``). Required: the network is
+            built here, so it exists before ``fit``. It is saved with the checkpoint, so
+            ``evaluate`` needs nothing else. Needed keys: ``obs_dim``, ``act_dim``, ``discrete``,
+            ``max_timestep``; optional: ``action_low``/``action_high`` (tanh head),
+            ``obs_mean``/``obs_std`` (else 0/1), ``env_id``, ``target_returns``, reference scores.
     """
 
     def __init__(
@@ -92,31 +102,34 @@ class DecisionAgent(SeqRLAgent):
     ) -> None:
         super().__init__()
         if token_layout not in ("interleaved", "stacked"):
-            raise ValueError(f"token_layout must be 'interleaved' or 'stacked', got {token_layout!r}")
+            raise ConfigError(f"token_layout must be 'interleaved' or 'stacked', got {token_layout!r}")
         if eval_mode not in ("window", "recurrent"):
-            raise ValueError(f"eval_mode must be 'window' or 'recurrent', got {eval_mode!r}")
+            raise ConfigError(f"eval_mode must be 'window' or 'recurrent', got {eval_mode!r}")
         if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if not 0.0 <= final_lr_ratio <= 1.0:
-            raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
+            raise ConfigError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
         if checkpoint_every_n_steps is not None and checkpoint_every_n_steps < 1:
-            raise ValueError(f"checkpoint_every_n_steps must be >= 1, got {checkpoint_every_n_steps}")
+            raise ConfigError(f"checkpoint_every_n_steps must be >= 1, got {checkpoint_every_n_steps}")
         backbone = dict(backbone or DEFAULT_BACKBONE)
         if "name" not in backbone:
-            raise ValueError("backbone spec needs a 'name' (see `lit-seqrl backbones`)")
+            raise ConfigError("backbone spec needs a 'name' (see `lit-seqrl backbones`)")
         backbone.setdefault("d_model", DEFAULT_BACKBONE["d_model"])
         self.save_hyperparameters()
         self.hparams.backbone = backbone
         self.val_loss, self.val_action_error = MeanMetric(), MeanMetric()
-        self._built = False
-        if data_spec is not None:
-            self._build(data_spec)
+        if data_spec is None:
+            raise ConfigError(
+                f"{type(self).__name__} needs data_spec=...: pass your data module's data_spec() "
+                "(the command line links it from --data)"
+            )
+        self._build(data_spec)
 
     # ----------------------------------------------------------------- construction
     def _build(self, spec: dict[str, Any]) -> None:
         missing = {"obs_dim", "act_dim", "discrete", "max_timestep"} - spec.keys()
         if missing:
-            raise ValueError(f"data_spec is missing {sorted(missing)}")
+            raise ConfigError(f"data_spec is missing {sorted(missing)}")
         self.spec = spec
         bb = dict(self.hparams.backbone)
         name, d = bb.pop("name"), bb.pop("d_model")
@@ -135,13 +148,15 @@ class DecisionAgent(SeqRLAgent):
         # GPT-2 initialisation for the agent's own layers too, as Hugging Face's Decision Transformer
         # does; the original DT code leaves them at PyTorch's defaults (the timestep embedding at
         # N(0, 1)). That default lets the timestep vectors swamp the state token and slowed
-        # learning on the default Pendulum job (return -1020 vs -710 after 1000 steps).
+        # learning on the default Pendulum job (returns in benchmarks/README.md).
         for layer in (self.embed_timestep, self.embed_return, self.embed_state, self.embed_action, self.head):
             nn.init.normal_(layer.weight, mean=0.0, std=0.02)
             if getattr(layer, "bias", None) is not None:
                 nn.init.zeros_(layer.bias)
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
+        # From the data (checkpoints also restore them as buffers); 0 and 1 if the spec has none.
+        obs_mean, obs_std = spec.get("obs_mean"), spec.get("obs_std")
+        self.register_buffer("obs_mean", torch.zeros(obs_dim) if obs_mean is None else _floats(obs_mean))
+        self.register_buffer("obs_std", torch.ones(obs_dim) if obs_std is None else _floats(obs_std))
         low, high = spec.get("action_low"), spec.get("action_high")
         self.squash = not spec["discrete"] and low is not None and high is not None
         self.register_buffer(
@@ -150,20 +165,6 @@ class DecisionAgent(SeqRLAgent):
         self.register_buffer(
             "action_high", torch.tensor(high if self.squash else [1.0] * act_dim, dtype=torch.float32)
         )
-        self._built = True
-
-    def setup(self, stage: str) -> None:
-        """Build the network from the data module's spec on first use (dims are data-derived)."""
-        if self._built:
-            return
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "data_spec"):
-            raise ValueError("DecisionAgent needs a data module with a data_spec (or data_spec=...) to build")
-        spec = dm.data_spec()
-        self._build(spec)
-        self.hparams.data_spec = spec  # so the checkpoint rebuilds the same network
-        self.obs_mean.copy_(torch.as_tensor(dm.obs_mean))
-        self.obs_std.copy_(torch.as_tensor(dm.obs_std))
 
     # ----------------------------------------------------------------- tokens and forward
     def normalize_actions(self, actions: Tensor) -> Tensor:
@@ -295,7 +296,7 @@ class DecisionAgent(SeqRLAgent):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
-        # A plain tensor, not a MeanMetric: per-step values need no state (4% of a CPU step).
+        # A plain tensor, not a MeanMetric: per-step values need no state, and it is cheaper.
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -314,7 +315,7 @@ class DecisionAgent(SeqRLAgent):
         if hp.get("lr_schedule", "constant") == "cosine":
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError(
+                raise ConfigError(
                     "lr_schedule='cosine' needs a finite run: set trainer.max_steps or max_epochs"
                 )
         final = hp.get("final_lr_ratio", 0.1)
@@ -350,7 +351,7 @@ class DecisionAgent(SeqRLAgent):
     def default_target_returns(self) -> list[float]:
         targets = self.hparams.target_returns or self.spec.get("target_returns")
         if not targets:
-            raise ValueError("no target_returns configured and none stored with the data spec")
+            raise ConfigError("no target_returns configured and none stored with the data spec")
         return [float(r) for r in targets]
 
     @torch.no_grad()
@@ -392,7 +393,7 @@ class DecisionAgent(SeqRLAgent):
         """The report of :meth:`evaluate_policy`: a row of statistics per target return."""
         env_id = env_id or self.spec.get("env_id")
         if not env_id:
-            raise ValueError("this agent's data had no env id; pass env_id=... to evaluate it")
+            raise ConfigError("this agent's data had no env id; pass env_id=... to evaluate it")
         mode = mode or self.hparams.eval_mode
         check_env_matches(env_id, self.spec["obs_dim"], self.spec["act_dim"], self.spec["discrete"])
         was_training = self.training

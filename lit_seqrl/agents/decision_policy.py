@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_seqrl.errors import ConfigError
+
 if TYPE_CHECKING:
     from lit_seqrl.agents.decision import DecisionAgent
 
@@ -52,7 +54,7 @@ class DecisionPolicy:
         compile: bool | None = None,
     ) -> None:
         if mode == "recurrent" and not agent.backbone.supports_step:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone {type(agent.backbone).__name__} has no step(); use eval mode 'window'"
             )
         self.agent, self.mode = agent, mode

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from collections import deque
 from typing import Any, Literal
 
@@ -30,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 import lit_seqrl.envs  # noqa: F401  (registers our environments for gym.make)
 from lit_seqrl.agents.base import SeqRLAgent, adamw, param_groups
@@ -39,6 +37,7 @@ from lit_seqrl.agents.dtqn_policy import ActMode, HistoryActor, QNetwork
 from lit_seqrl.data.env_loop import success_rate
 from lit_seqrl.data.online import EnvCollector, ReplayStream, flat_obs_dim
 from lit_seqrl.data.replay import EpisodicReplay
+from lit_seqrl.errors import ConfigError, ConfigTypeError
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
 from lit_seqrl.registry import build_backbone, get_backbone_class
 
@@ -81,7 +80,7 @@ def intermediate_q_loss(
         return F.mse_loss(q_taken, y)
     if kind == "huber":
         return F.smooth_l1_loss(q_taken, y)
-    raise ValueError(f"loss must be 'mse' or 'huber', got {kind!r}")
+    raise ConfigError(f"loss must be 'mse' or 'huber', got {kind!r}")
 
 
 class DTQNAgent(SeqRLAgent):
@@ -145,17 +144,17 @@ class DTQNAgent(SeqRLAgent):
     ) -> None:
         super().__init__()
         if history not in ("context", "none"):
-            raise ValueError(f"history must be 'context' or 'none', got {history!r}")
+            raise ConfigError(f"history must be 'context' or 'none', got {history!r}")
         if loss not in ("mse", "huber"):
-            raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
+            raise ConfigError(f"loss must be 'mse' or 'huber', got {loss!r}")
         if context_len < 1:
-            raise ValueError(f"context_len must be >= 1, got {context_len}")
+            raise ConfigError(f"context_len must be >= 1, got {context_len}")
         if act_mode not in ("recurrent", "window", None):
-            raise ValueError(f"act_mode must be 'window' or 'recurrent', got {act_mode!r}")
+            raise ConfigError(f"act_mode must be 'window' or 'recurrent', got {act_mode!r}")
         spec = dict(backbone or DEFAULT_BACKBONE) if history == "context" else None
         if spec is not None:
             if "name" not in spec:
-                raise ValueError("backbone spec needs a 'name' (see `lit-seqrl backbones`)")
+                raise ConfigError("backbone spec needs a 'name' (see `lit-seqrl backbones`)")
             spec.setdefault("d_model", DEFAULT_BACKBONE["d_model"])
             if "max_seq_len" in inspect.signature(get_backbone_class(spec["name"])).parameters:
                 spec.setdefault("max_seq_len", context_len)  # the KV cache must hold a whole context
@@ -164,7 +163,7 @@ class DTQNAgent(SeqRLAgent):
 
         env = self._make_env()
         if not isinstance(env.action_space, gym.spaces.Discrete):
-            raise TypeError(
+            raise ConfigTypeError(
                 f"{env_id} has action space {env.action_space}; Q-learning needs Discrete actions"
             )
         self.obs_space = env.observation_space
@@ -208,7 +207,7 @@ class DTQNAgent(SeqRLAgent):
         return self.q_net(obs)
 
     # ----------------------------------------------------------------- data
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ReplayStream:
         hp = self.hparams
         rank = self.global_rank if self._trainer is not None else 0
         seed = (hp.seed if hp.seed is not None else torch.initial_seed() % 2**31) + 1_000 * rank
@@ -227,8 +226,9 @@ class DTQNAgent(SeqRLAgent):
             epsilon_fn=self.epsilon,
         )
         # The stream steps environments with this module's network, so it must stay in-process.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        return DataLoader(stream, batch_size=None, num_workers=0)
+        # Handed to Lightning as is, not wrapped in a DataLoader(batch_size=None, num_workers=0),
+        # which would only pass its batches through: Lightning then has no worker count to warn about.
+        return stream
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from lit_seqrl.backbones.base import Backbone, State
+from lit_seqrl.errors import ConfigError
 
 ActMode = Literal["recurrent", "window", "markov"]
 
@@ -128,11 +129,11 @@ class HistoryActor:
         self, net: QNetwork, context_len: int, mode: ActMode, obs_space: gym.Space | None = None
     ) -> None:
         if mode not in ("recurrent", "window", "markov"):
-            raise ValueError(f"mode must be 'recurrent', 'window' or 'markov', got {mode!r}")
+            raise ConfigError(f"mode must be 'recurrent', 'window' or 'markov', got {mode!r}")
         if mode != "markov" and net.backbone is None:
-            raise ValueError(f"mode {mode!r} needs a backbone; use 'markov' for DQN")
+            raise ConfigError(f"mode {mode!r} needs a backbone; use 'markov' for DQN")
         if mode == "recurrent" and not net.backbone.supports_step:  # type: ignore[union-attr]
-            raise ValueError(f"{type(net.backbone).__name__} cannot step; use mode='window'")
+            raise ConfigError(f"{type(net.backbone).__name__} cannot step; use mode='window'")
         self.net, self.K, self.mode, self.obs_space = net, context_len, mode, obs_space
         self.n = 0
         self.hist: Tensor | None = None  # (N K obs_dim), newest observation at hist_len - 1

@@ -29,6 +29,7 @@ from lit_seqrl.data.collect import rollout_policy
 from lit_seqrl.data.episodes import OfflineDataset, load_offline_dataset
 from lit_seqrl.data.progress import progress_bar
 from lit_seqrl.data.store import write_dataset
+from lit_seqrl.errors import ConfigError, MissingInputError
 
 __all__ = ["CheckpointPolicy", "collect_with_policy", "load_policy"]
 
@@ -45,7 +46,7 @@ class CheckpointPolicy(DecisionPolicy):
         self, agent: DecisionAgent, target_return: float | None = None, mode: str | None = None
     ) -> None:
         if not isinstance(agent, DecisionAgent):
-            raise ValueError(
+            raise ConfigError(
                 f"--policy ckpt: needs a DecisionAgent/BCAgent checkpoint, got a {type(agent).__name__}"
             )
         target = agent.default_target_returns()[0] if target_return is None else float(target_return)
@@ -57,13 +58,13 @@ class CheckpointPolicy(DecisionPolicy):
 def _load_callable(spec: str) -> Callable[[np.ndarray], Any]:
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(
+        raise ConfigError(
             f"--policy must be 'ckpt:PATH', 'module:function' or 'file.py:function', got {spec!r}"
         )
     if module_name.endswith(".py"):
         path = Path(module_name)
         if not path.is_file():
-            raise FileNotFoundError(f"policy file not found: {path}")
+            raise MissingInputError(f"policy file not found: {path}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)
@@ -72,10 +73,10 @@ def _load_callable(spec: str) -> Callable[[np.ndarray], Any]:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            raise ValueError(f"cannot import policy module {module_name!r}: {err}") from err
+            raise ConfigError(f"cannot import policy module {module_name!r}: {err}") from err
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ValueError(f"{module_name!r} has no callable {attr!r}")
+        raise ConfigError(f"{module_name!r} has no callable {attr!r}")
     return fn
 
 
@@ -86,7 +87,7 @@ def load_policy(
     if spec.startswith("ckpt:"):
         return CheckpointPolicy(load_agent(spec[len("ckpt:") :], map_location=device), target_return, mode)
     if target_return is not None:
-        raise ValueError("--target_return applies to ckpt: policies only")
+        raise ConfigError("--target_return applies to ckpt: policies only")
     return _load_callable(spec)
 
 
@@ -106,13 +107,13 @@ def collect_with_policy(
     """Roll ``policy`` out for ``episodes`` episodes (episode i resets with ``seed + i``) on
     ``env_id`` (default: a checkpoint's own env) and store them as minari dataset ``dataset_id``."""
     if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
     if not 0.0 <= epsilon <= 1.0 or action_noise < 0:
-        raise ValueError(f"need 0 <= epsilon <= 1 and action_noise >= 0, got {epsilon} and {action_noise}")
+        raise ConfigError(f"need 0 <= epsilon <= 1 and action_noise >= 0, got {epsilon} and {action_noise}")
     fn = load_policy(policy, target_return=target_return, mode=mode)
     env_id = env_id or getattr(fn, "env_id", None)
     if not env_id:
-        raise ValueError("--env is required for a callable policy (a gymnasium env id)")
+        raise ConfigError("--env is required for a callable policy (a gymnasium env id)")
     with progress_bar(f"Rolling out {policy}", episodes, enabled=progress) as advance:
         eps = rollout_policy(
             env_id, fn, episodes, seed, action_noise=action_noise, epsilon=epsilon, on_episode=advance

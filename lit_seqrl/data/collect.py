@@ -24,6 +24,7 @@ from lit_seqrl.data.episodes import Episode, OfflineDataset, load_offline_datase
 from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
 from lit_seqrl.data.progress import progress_bar
 from lit_seqrl.data.store import dataset_lock, is_stored, write_dataset, write_locked
+from lit_seqrl.errors import ConfigError
 
 __all__ = [
     "DEFAULT_DATASETS",
@@ -165,7 +166,7 @@ def collect_dataset(
     """
     spec = DEFAULT_DATASETS.get(dataset_id)
     if spec is None:
-        raise ValueError(
+        raise ConfigError(
             f"{dataset_id!r} is not a built-in dataset; built-in ids: {sorted(DEFAULT_DATASETS)}"
         )
     mixture = dict(spec.mixture) if num_episodes is None else _scale_mixture(spec.mixture, num_episodes)
@@ -231,7 +232,7 @@ def _reference_return(
 def _scale_mixture(mixture: Mapping[str, int], total: int) -> dict[str, int]:
     """Split ``total`` episodes in the mixture's proportions (largest remainder)."""
     if total < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {total}")
+        raise ConfigError(f"num_episodes must be >= 1, got {total}")
     weight = sum(mixture.values())
     exact = {q: total * n / weight for q, n in mixture.items()}
     counts = {q: int(x) for q, x in exact.items()}

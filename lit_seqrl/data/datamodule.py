@@ -21,6 +21,7 @@ from lit_seqrl.data.lazy import (
 )
 from lit_seqrl.data.scores import reference_for
 from lit_seqrl.data.windows import TrajectoryWindows, collate_windows, observation_stats, split_episodes
+from lit_seqrl.errors import ConfigError
 
 
 class OfflineTrajectoryDataModule(L.LightningDataModule):
@@ -73,21 +74,21 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if context_len < 1:
-            raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
+            raise ConfigError(f"context_len (K) must be >= 1, got {context_len}")
         if batch_size < 1 or windows_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size and windows_per_epoch must be >= 1, got {batch_size} and {windows_per_epoch}"
             )
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if not 0.0 < top_fraction <= 1.0:
-            raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+            raise ConfigError(f"top_fraction must be in (0, 1], got {top_fraction}")
         if not 0.0 < gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+            raise ConfigError(f"gamma must be in (0, 1], got {gamma}")
         if data_mode not in ("auto", "memory", "lazy"):
-            raise ValueError(f"data_mode must be 'auto', 'memory' or 'lazy', got {data_mode!r}")
+            raise ConfigError(f"data_mode must be 'auto', 'memory' or 'lazy', got {data_mode!r}")
         if cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
+            raise ConfigError(f"cache_mb must be >= 0, got {cache_mb}")
         self.save_hyperparameters()
         # Dims are known before any data is generated, so the agent can be configured early.
         self.info = describe_dataset(dataset)
@@ -147,8 +148,13 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         )
 
     def data_spec(self) -> dict[str, Any]:
-        """Everything an agent needs to build itself and to be evaluated later from its checkpoint."""
+        """Everything an agent needs to build itself and to be evaluated later from its checkpoint.
+
+        Reads the data first if needed (generating a missing built-in default, as
+        :meth:`prepare_data` does), so an agent can be built before ``fit``.
+        """
         if self.data is None:
+            self.prepare_data()
             self.setup()
         assert self.data is not None
         hp, data = self.hparams, self.data
@@ -181,6 +187,8 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             "ref_min_score": ref[0],
             "ref_max_score": ref[1],
             "target_returns": [float(best)],  # default; the agent's own target_returns take precedence
+            "obs_mean": np.asarray(self.obs_mean, dtype=np.float64).tolist(),
+            "obs_std": np.asarray(self.obs_std, dtype=np.float64).tolist(),
         }
 
     def _loader(self, dataset: TrajectoryWindows | LazyTrajectoryWindows) -> DataLoader:

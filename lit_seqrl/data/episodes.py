@@ -16,6 +16,7 @@ import numpy as np
 
 from lit_seqrl.data.catalogue import DEFAULT_DATASETS
 from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
+from lit_seqrl.errors import ConfigError
 
 __all__ = [
     "DatasetInfo",
@@ -196,7 +197,7 @@ def _to_episode(raw: minari.EpisodeData, discrete: bool) -> Episode:
     obs = np.asarray(raw.observations, dtype=np.float32)  # (T+1, obs_dim)
     num_steps = len(raw.rewards)
     if obs.shape[0] != num_steps + 1:
-        raise ValueError(
+        raise ConfigError(
             f"episode {raw.id}: expected {num_steps + 1} observations for {num_steps} steps, got {obs.shape[0]}"
         )
     if discrete:
@@ -219,7 +220,7 @@ def _check_finite(source: str, ep: Episode) -> None:
         values = getattr(ep, name)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             step = int(np.argwhere(~np.isfinite(values))[0][0])
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {source!r}: episode {ep.id} has a non-finite value in {name} (first at step {step})"
             )
 
@@ -228,10 +229,10 @@ def check_spaces(source: str, obs_space: gym.spaces.Space, act_space: gym.spaces
     """Raise ValueError unless observations are a 1-D Box and actions a 1-D Box or Discrete."""
     # Sequence models here embed a flat vector per step; images/dicts need their own encoder.
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise ValueError(f"dataset {source!r}: only 1-D Box observations are supported, got {obs_space}")
+        raise ConfigError(f"dataset {source!r}: only 1-D Box observations are supported, got {obs_space}")
     box_ok = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
     if not (box_ok or isinstance(act_space, gym.spaces.Discrete)):
-        raise ValueError(
+        raise ConfigError(
             f"dataset {source!r}: only 1-D Box or Discrete actions are supported, got {act_space}"
         )
 

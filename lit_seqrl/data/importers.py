@@ -32,6 +32,7 @@ from minari.dataset.minari_dataset import parse_dataset_id
 
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.store import write_dataset
+from lit_seqrl.errors import ConfigError, MissingInputError
 
 __all__ = ["KEY_SPELLINGS", "ImportSummary", "import_dataset", "read_episodes"]
 
@@ -72,7 +73,7 @@ def read_episodes(path: str | Path) -> list[Episode]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingInputError(f"no such file: {path}")
     where = path.name
     if h5py.is_hdf5(path):
         known = {k for spellings in KEY_SPELLINGS.values() for k in spellings}
@@ -83,13 +84,15 @@ def read_episodes(path: str | Path) -> list[Episode]:
     if isinstance(raw, Mapping):
         return _split(raw, where, first_id=0)
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
-        raise ValueError(f"{where}: expected a list of trajectory dicts, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: expected a list of trajectory dicts, got {type(raw).__name__}")
     if not raw:
-        raise ValueError(f"{where}: the file holds no trajectories")
+        raise ConfigError(f"{where}: the file holds no trajectories")
     episodes: list[Episode] = []
     for i, traj in enumerate(raw):
         if not isinstance(traj, Mapping):
-            raise ValueError(f"{where}: trajectory {i} is a {type(traj).__name__}, expected a dict of arrays")
+            raise ConfigError(
+                f"{where}: trajectory {i} is a {type(traj).__name__}, expected a dict of arrays"
+            )
         episodes.extend(_split(traj, f"{where}: trajectory {i}", first_id=len(episodes)))
     _check_consistent(episodes, where)
     return episodes
@@ -124,7 +127,7 @@ def import_dataset(
             action_space=None if env_built else act_space,
         )
     except FileExistsError:
-        raise ValueError(f"dataset {dataset_id!r} already exists; pass --overwrite to replace it") from None
+        raise ConfigError(f"dataset {dataset_id!r} already exists; pass --overwrite to replace it") from None
     return ImportSummary(
         dataset_id=dataset_id,
         env_id=env_id,
@@ -141,7 +144,7 @@ def _load_pickle(path: Path) -> Any:
         with open(path, "rb") as f:
             return pickle.load(f)
     except Exception as err:  # unpickling raises anything from EOFError to ModuleNotFoundError
-        raise ValueError(
+        raise ConfigError(
             f"{path.name}: neither an HDF5 file nor a readable pickle ({type(err).__name__}: {err})"
         ) from None
 
@@ -154,7 +157,7 @@ def _resolve(raw: Mapping[str, Any], where: str) -> dict[str, np.ndarray]:
         if key is None:
             if name in REQUIRED:
                 alternatives = "/".join(spellings)
-                raise ValueError(f"{where}: missing key {name!r} (accepted spellings: {alternatives})")
+                raise ConfigError(f"{where}: missing key {name!r} (accepted spellings: {alternatives})")
             continue
         out[name] = np.asarray(raw[key])
     return out
@@ -165,17 +168,17 @@ def _split(raw: Mapping[str, Any], where: str, first_id: int) -> list[Episode]:
     a = _resolve(raw, where)
     n = len(a["observations"]) if a["observations"].ndim else 0
     if n == 0:
-        raise ValueError(f"{where}: observations has no rows")
+        raise ConfigError(f"{where}: observations has no rows")
     for name, values in a.items():
         rows = len(values) if values.ndim else 0
         if rows != n:
-            raise ValueError(f"{where}: {name} has {rows} rows but observations has {n}")
+            raise ConfigError(f"{where}: {name} has {rows} rows but observations has {n}")
     obs = _features(a["observations"], "observations", where)  # (N, D)
     next_obs = (
         _features(a["next_observations"], "next_observations", where) if "next_observations" in a else None
     )
     if next_obs is not None and next_obs.shape[1] != obs.shape[1]:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: next_observations has {next_obs.shape[1]} features but observations has {obs.shape[1]}"
         )
     actions = _actions(a["actions"], where)  # (N, A) float32 or (N,) int64
@@ -192,7 +195,7 @@ def _split(raw: Mapping[str, Any], where: str, first_id: int) -> list[Episode]:
     ):
         if values is not None and values.dtype.kind == "f" and not np.isfinite(values).all():
             row = int(np.argwhere(~np.isfinite(values))[0][0])
-            raise ValueError(f"{where}: {name} has a non-finite value at row {row}")
+            raise ConfigError(f"{where}: {name} has a non-finite value at row {row}")
 
     ends = np.flatnonzero(terminals | timeouts)  # (E,) last step of each finished episode
     if len(ends) == 0 or ends[-1] != n - 1:
@@ -220,11 +223,11 @@ def _split(raw: Mapping[str, Any], where: str, first_id: int) -> list[Episode]:
 
 def _features(values: np.ndarray, name: str, where: str) -> np.ndarray:
     if values.dtype.kind not in "biuf":
-        raise ValueError(f"{where}: {name} must be numeric, got dtype {values.dtype}")
+        raise ConfigError(f"{where}: {name} must be numeric, got dtype {values.dtype}")
     if values.ndim == 1:
         values = values[:, None]  # a scalar observation per step
     if values.ndim != 2:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: {name} must be (rows, features), got shape {values.shape} (images are not supported)"
         )
     return values.astype(np.float32)
@@ -234,7 +237,7 @@ def _actions(values: np.ndarray, where: str) -> np.ndarray:
     if values.dtype.kind in "biu" and (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         actions = values.reshape(-1).astype(np.int64)  # one integer per step: a Discrete action
         if actions.min() < 0:
-            raise ValueError(f"{where}: integer actions must be >= 0, got {int(actions.min())}")
+            raise ConfigError(f"{where}: integer actions must be >= 0, got {int(actions.min())}")
         return actions
     return _features(values, "actions", where)
 
@@ -243,9 +246,9 @@ def _column(values: np.ndarray, name: str, where: str) -> np.ndarray:
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]  # (N, 1), as some pickles store rewards
     if values.ndim != 1:
-        raise ValueError(f"{where}: {name} must have one value per row, got shape {values.shape}")
+        raise ConfigError(f"{where}: {name} must have one value per row, got shape {values.shape}")
     if values.dtype.kind not in "biuf":
-        raise ValueError(f"{where}: {name} must be numeric, got dtype {values.dtype}")
+        raise ConfigError(f"{where}: {name} must be numeric, got dtype {values.dtype}")
     return values
 
 
@@ -253,12 +256,12 @@ def _check_consistent(episodes: list[Episode], where: str) -> None:
     first = episodes[0]
     for ep in episodes[1:]:
         if ep.observations.shape[1] != first.observations.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: episode {ep.id} has {ep.observations.shape[1]} observation features, "
                 f"episode 0 has {first.observations.shape[1]}"
             )
         if ep.actions.dtype != first.actions.dtype or ep.actions.shape[1:] != first.actions.shape[1:]:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: episode {ep.id} has actions of shape {ep.actions.shape[1:]} {ep.actions.dtype}, "
                 f"episode 0 has {first.actions.shape[1:]} {first.actions.dtype}"
             )
@@ -271,7 +274,7 @@ def _check_dataset_id(dataset_id: str) -> None:
     except (ValueError, TypeError):  # TypeError: minari's parser on an id without a version
         version = None
     if version is None or "." in dataset_id:
-        raise ValueError(
+        raise ConfigError(
             f"dataset id {dataset_id!r} must look like [namespace/]name-vN, e.g. d4rl/hopper/expert-v0"
         )
 
@@ -284,7 +287,7 @@ def _spaces(episodes: list[Episode], env_id: str | None) -> tuple[gym.spaces.Box
         try:
             gym.spec(env_id)
         except gym.error.Error:
-            raise ValueError(f"unknown environment {env_id!r}: not registered with gymnasium") from None
+            raise ConfigError(f"unknown environment {env_id!r}: not registered with gymnasium") from None
         try:
             env = gym.make(env_id)
         except Exception as err:  # e.g. MuJoCo not installed: keep the id, infer the spaces
@@ -314,21 +317,21 @@ def _check_env_spaces(
 ) -> None:
     obs_dim = episodes[0].observations.shape[1]
     if not isinstance(obs_space, gym.spaces.Box) or obs_space.shape != (obs_dim,):
-        raise ValueError(
+        raise ConfigError(
             f"env {env_id} has observation space {obs_space}, but the file's observations have {obs_dim} features"
         )
     actions = episodes[0].actions
     if isinstance(act_space, gym.spaces.Discrete):
         if actions.ndim != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"env {env_id} has discrete actions, but the file's actions are vectors of {actions.shape[1]}"
             )
         top = max(int(ep.actions.max()) for ep in episodes)
         if top >= act_space.n:
-            raise ValueError(f"env {env_id} has {act_space.n} actions, but the file has action {top}")
+            raise ConfigError(f"env {env_id} has {act_space.n} actions, but the file has action {top}")
     elif actions.ndim != 2 or act_space.shape != (actions.shape[1],):
         found = "integer actions" if actions.ndim == 1 else f"actions of {actions.shape[1]} values"
-        raise ValueError(f"env {env_id} has action space {act_space}, but the file has {found}")
+        raise ConfigError(f"env {env_id} has action space {act_space}, but the file has {found}")
     else:
         # Not an error (some expert data stores unclipped policy means), but a bounded policy head
         # cannot reproduce such actions, so say so.

@@ -31,6 +31,7 @@ import torch
 from lit_seqrl.data.episodes import OfflineDataset, check_spaces, dataset_env_id, reference_scores
 from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
 from lit_seqrl.data.windows import Batch, WindowSampler, delay_rewards, returns_to_go
+from lit_seqrl.errors import ConfigError
 
 __all__ = [
     "EpisodeRef",
@@ -138,7 +139,7 @@ def _hdf5_file(source: str, data_path: Path) -> Path:
     fmt = meta.get("data_format", "hdf5")
     path = data_path / _MAIN_FILE
     if fmt != "hdf5" or not path.is_file():
-        raise ValueError(f"dataset {source!r}: lazy loading reads minari's hdf5 format, this one is {fmt!r}")
+        raise ConfigError(f"dataset {source!r}: lazy loading reads minari's hdf5 format, this one is {fmt!r}")
     return path
 
 
@@ -184,7 +185,7 @@ def _scan_file(source: str, path: Path, ids: list[int]) -> list[EpisodeRef]:
             rewards = np.asarray(group["rewards"][()], dtype=np.float32).reshape(-1)
             if not np.isfinite(rewards).all():
                 step = int(np.argwhere(~np.isfinite(rewards))[0][0])
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {source!r}: episode {episode_id} has a non-finite value in rewards (first at step {step})"
                 )
             raw = tuple(_raw_location(group[name]) for name in _FIELDS)
@@ -223,7 +224,7 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
     import h5py
 
     if not episodes:
-        raise ValueError("streaming_obs_stats needs at least one episode")
+        raise ConfigError("streaming_obs_stats needs at least one episode")
     count, mean, m2 = 0, None, None
     fd = os.open(path, os.O_RDONLY)
     f = None  # h5py, opened only for episodes without raw offsets
@@ -237,7 +238,7 @@ def streaming_obs_stats(path: Path, episodes: Sequence[EpisodeRef]) -> tuple[np.
             obs = np.asarray(stored[: ref.length], dtype=np.float32)
             if not np.isfinite(obs).all():
                 step = int(np.argwhere(~np.isfinite(obs))[0][0])
-                raise ValueError(
+                raise ConfigError(
                     f"episode {ref.id} has a non-finite value in observations (first at step {step})"
                 )
             x = obs.astype(np.float64)
@@ -294,7 +295,7 @@ class LazyTrajectoryWindows(WindowSampler):
     ) -> None:
         super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start)
         if cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+            raise ConfigError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self.path = Path(path)
         self.discrete, self.gamma, self.delayed_reward = discrete, gamma, delayed_reward
         self.reward_scale = np.float32(reward_scale)
@@ -516,6 +517,6 @@ def _column(fields: list, j: int) -> tuple[np.ndarray, np.dtype, tuple[int, ...]
     """Field j of every episode: (E,) offsets, and the one dtype and row shape they share."""
     kinds = {(f[j][1], f[j][2][1:]) for f in fields}
     if len(kinds) != 1:
-        raise ValueError(f"episodes store field {_FIELDS[j]!r} with different dtypes or shapes: {kinds}")
+        raise ConfigError(f"episodes store field {_FIELDS[j]!r} with different dtypes or shapes: {kinds}")
     dtype, row_shape = kinds.pop()
     return np.array([f[j][0] for f in fields], dtype=np.int64), dtype, row_shape

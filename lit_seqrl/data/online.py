@@ -17,6 +17,7 @@ from torch.utils.data import IterableDataset
 
 from lit_seqrl.data.env_loop import VectorPolicy, episode_success
 from lit_seqrl.data.replay import EpisodeRecorder, EpisodicReplay, ReplayBatch
+from lit_seqrl.errors import ConfigError, ConfigTypeError
 
 EnvFactory = Callable[[], gym.Env]
 
@@ -43,11 +44,11 @@ class EnvCollector:
 
     def __init__(self, env_fn: EnvFactory, num_envs: int, buffer: EpisodicReplay, seed: int = 0) -> None:
         if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         self.envs = [env_fn() for _ in range(num_envs)]
         for env in self.envs:
             if not isinstance(env.action_space, gym.spaces.Discrete):
-                raise TypeError(f"Q-learning needs a Discrete action space, got {env.action_space}")
+                raise ConfigTypeError(f"Q-learning needs a Discrete action space, got {env.action_space}")
         self.buffer = buffer
         self.recorder = EpisodeRecorder(buffer, num_envs)
         self.rng = np.random.default_rng(seed)

@@ -8,11 +8,12 @@ from pathlib import Path
 from minari.storage import get_dataset_path
 
 from lit_seqrl.data.catalogue import DEFAULT_DATASETS
+from lit_seqrl.errors import MissingInputError
 
 __all__ = ["DatasetNotFoundError", "datasets_root", "find_data_path", "missing_message"]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingInputError):
     """An offline dataset is neither stored locally nor at the given path."""
 
 

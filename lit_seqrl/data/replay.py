@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lit_seqrl.data.episodes import Episode
+from lit_seqrl.errors import ConfigError
 
 ReplayBatch = dict[str, Tensor]
 
@@ -37,7 +38,7 @@ class EpisodicReplay:
 
     def __init__(self, capacity: int, obs_dim: int, seed: int | None = None) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+            raise ConfigError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.obs_dim = obs_dim
         self.rng = np.random.default_rng(seed)

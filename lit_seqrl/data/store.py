@@ -23,6 +23,7 @@ from minari.data_collector.episode_buffer import EpisodeBuffer
 
 from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.paths import datasets_root
+from lit_seqrl.errors import ConfigError
 
 try:  # POSIX only; elsewhere concurrent writers of the same id are simply not serialised.
     import fcntl
@@ -131,14 +132,14 @@ def write_locked(
     """
     if (ref_min_score is None) != (ref_max_score is None):
         # minari would otherwise estimate the missing one with 100 random-policy episodes.
-        raise ValueError("give both ref_min_score and ref_max_score, or neither")
+        raise ConfigError("give both ref_min_score and ref_max_score, or neither")
     if (observation_space is None) != (action_space is None):
-        raise ValueError("give both observation_space and action_space, or neither")
+        raise ConfigError("give both observation_space and action_space, or neither")
     if observation_space is None and env_id is None:
-        raise ValueError("give an env id or both spaces")
+        raise ConfigError("give an env id or both spaces")
     if observation_space is not None and env_id is not None and ref_max_score is not None:
         # minari builds the evaluation env whenever reference scores come with one.
-        raise ValueError("reference scores with an env id need an env that can be built; give no spaces")
+        raise ConfigError("reference scores with an env id need an env that can be built; give no spaces")
     # minari builds the env it is given; with explicit spaces only the evaluation env's id is kept.
     env_kwargs: dict[str, object] = (
         {"env": env_id}
@@ -146,7 +147,7 @@ def write_locked(
         else {"env": None, "observation_space": observation_space, "action_space": action_space}
     )
     if not episodes:
-        raise ValueError(f"no episodes to write for {dataset_id!r}")
+        raise ConfigError(f"no episodes to write for {dataset_id!r}")
     root = datasets_root()
     final = root / dataset_id
     if is_stored(dataset_id) and not overwrite:

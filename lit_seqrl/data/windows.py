@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lit_seqrl.data.episodes import Episode
+from lit_seqrl.errors import ConfigError
 
 __all__ = [
     "TrajectoryWindows",
@@ -64,7 +65,7 @@ def observation_stats(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarr
     The std is floored at 1e-6 so constant features normalise to 0 instead of inf.
     """
     if not episodes:
-        raise ValueError("observation_stats needs at least one episode")
+        raise ConfigError("observation_stats needs at least one episode")
     obs = np.concatenate([ep.observations for ep in episodes], axis=0).astype(np.float64)
     return obs.mean(axis=0).astype(np.float32), np.maximum(obs.std(axis=0), 1e-6).astype(np.float32)
 
@@ -77,7 +78,7 @@ def split_episodes(
     With ``val_fraction > 0`` and at least two episodes, both parts get at least one episode.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n = len(episodes)
     n_val = round(val_fraction * n)
     if val_fraction > 0 and n >= 2:
@@ -104,11 +105,11 @@ class WindowSampler(Dataset):
         start_at_episode_start: bool,
     ) -> None:
         if context_len < 1:
-            raise ValueError(f"context_len (K) must be >= 1, got {context_len}")
+            raise ConfigError(f"context_len (K) must be >= 1, got {context_len}")
         if num_windows < 1:
-            raise ValueError(f"num_windows must be >= 1, got {num_windows}")
+            raise ConfigError(f"num_windows must be >= 1, got {num_windows}")
         if not episodes or sum(ep.length for ep in episodes) == 0:
-            raise ValueError(f"{type(self).__name__} needs at least one non-empty episode")
+            raise ConfigError(f"{type(self).__name__} needs at least one non-empty episode")
         self.context_len = context_len
         self.num_windows = num_windows
         self.seed = seed

@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from lit_seqrl.errors import ConfigError, MissingInputError
+
 __all__ = [
     "DEFAULT_TAGS",
     "PlotDependencyError",
@@ -82,10 +84,10 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for raw in paths:
         path = Path(raw).expanduser().resolve()
         if not path.is_dir():
-            raise FileNotFoundError(f"no such directory: {raw}")
+            raise MissingInputError(f"no such directory: {raw}")
         found = sorted({p.parent for p in path.rglob("events.out.tfevents.*") if p.is_file()})
         if not found:
-            raise ValueError(f"no TensorBoard event files under {raw}")
+            raise ConfigError(f"no TensorBoard event files under {raw}")
         runs.extend(p for p in found if p not in runs)
     return runs
 
@@ -118,7 +120,7 @@ def read_scalars(run_dir: str | os.PathLike, tags: Sequence[str] | None = None) 
 def group_runs(runs: Sequence[Run], rule: GroupRule = "parent") -> dict[str, list[Run]]:
     """Runs by group label (see the module doc for the rules), in first-seen order."""
     if rule not in ("parent", "root", "prefix", "none"):
-        raise ValueError(f"group must be parent, root, prefix or none, got {rule!r}")
+        raise ConfigError(f"group must be parent, root, prefix or none, got {rule!r}")
     keys: list[Path] = []
     for run in runs:
         if rule == "parent":
@@ -169,13 +171,13 @@ def plot_runs(
     averaging (0 = raw values).
     """
     if not 0.0 <= smooth < 1.0:
-        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+        raise ConfigError(f"smooth must be in [0, 1), got {smooth}")
     figure_cls = _figure_class()  # fail before reading anything if matplotlib is missing
     runs = [read_scalars(p) for p in find_runs(paths)]
     present = [t for t in tags if any(t in r.scalars for r in runs)]
     if not present:
         logged = sorted({t for r in runs for t in r.scalars}) or ["nothing"]
-        raise ValueError(f"the runs logged none of {list(tags)}; they logged: {', '.join(logged)}")
+        raise ConfigError(f"the runs logged none of {list(tags)}; they logged: {', '.join(logged)}")
     groups = group_runs(runs, group)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

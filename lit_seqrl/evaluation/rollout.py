@@ -16,6 +16,7 @@ import numpy as np
 
 from lit_seqrl.data.env_loop import VectorPolicy, episode_success, success_rate
 from lit_seqrl.data.progress import progress_bar
+from lit_seqrl.errors import ConfigError
 
 __all__ = [
     "EpisodeResult",
@@ -53,18 +54,18 @@ def check_env_matches(env_id: str, obs_dim: int, act_dim: int, discrete: bool) -
         env.close()
     env_obs = tuple(obs_space.shape or ())
     if int(np.prod(env_obs)) != obs_dim:
-        raise ValueError(
+        raise ConfigError(
             f"env {env_id} observations have shape {env_obs}, but the agent was trained on shape ({obs_dim},)"
         )
     if discrete != isinstance(act_space, gym.spaces.Discrete):
         kind = "discrete" if discrete else "continuous"
-        raise ValueError(
+        raise ConfigError(
             f"env {env_id} has action space {act_space}, but the agent was trained on {kind} actions"
         )
     env_act = int(act_space.n) if discrete else int(np.prod(act_space.shape))
     if env_act != act_dim:
         what = "actions" if discrete else "action shape"
-        raise ValueError(
+        raise ConfigError(
             f"env {env_id} has {what} {env_act if discrete else act_space.shape}, but the agent was trained on {act_dim if discrete else (act_dim,)}"
         )
 
@@ -83,7 +84,7 @@ def run_episodes(
     Returns the results ordered by episode index.
     """
     if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
     m = max(1, min(num_envs, episodes))
     queue = [list(range(i, episodes, m)) for i in range(m)]  # episode indices per env, fixed up front
     current = np.array([q.pop(0) for q in queue])  # (M) episode index running in each row

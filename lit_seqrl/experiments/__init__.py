@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lit_seqrl.errors import ConfigError
 from lit_seqrl.experiments import backbones, conditioning, context, delayed
 from lit_seqrl.experiments.runner import ExperimentConfig, run_all
 
@@ -50,9 +51,9 @@ def run_experiment(
     ``variants`` keeps only those of the config's variants.
     """
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
     module = EXPERIMENTS[name]
     cfg = ExperimentConfig.load(config)
     if max_steps is not None:
@@ -64,10 +65,10 @@ def run_experiment(
     if variants:
         unknown = sorted(set(variants) - set(cfg.variants))
         if unknown:
-            raise ValueError(f"{config}: no variants {unknown}; the config has {sorted(cfg.variants)}")
+            raise ConfigError(f"{config}: no variants {unknown}; the config has {sorted(cfg.variants)}")
         cfg.variants = {v: cfg.variants[v] for v in cfg.variants if v in variants}
     if not cfg.datasets or not cfg.variants:
-        raise ValueError(f"{config}: an experiment config needs 'datasets' and 'variants'")
+        raise ConfigError(f"{config}: an experiment config needs 'datasets' and 'variants'")
     out_dir = Path(out or Path("runs") / "experiments" / name)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds))

@@ -17,13 +17,13 @@ import numpy as np
 from lit_seqrl.experiments.runner import (
     ExperimentConfig,
     RunSpec,
+    bar_chart,
     budget_line,
     fmt,
     group,
     headline,
     markdown_table,
     mean_std,
-    pyplot,
     rows_by_target,
     score_key,
 )
@@ -56,17 +56,18 @@ def report(
     by_cell = group(results, "variant", "dataset")
     what = "normalized score" if key == "normalized_score" else "return"
     datasets, variants = list(cfg.datasets), list(cfg.variants)
+    cells = {  # variant -> a score statistic per dataset: the table's cells and the chart's bars
+        v: [
+            mean_std([_score(r, key, cfg.datasets[d].get("target_return")) for r in by_cell.get((v, d), [])])
+            for d in datasets
+        ]
+        for v in variants
+    }
     rows = []
     for variant in variants:
         backbone = cfg.variants[variant]["backbone"]["name"]
-        cells = [
-            mean_std(
-                [_score(r, key, cfg.datasets[d].get("target_return")) for r in by_cell.get((variant, d), [])]
-            )
-            for d in datasets
-        ]
         seconds = [r["train_seconds"] for d in datasets for r in by_cell.get((variant, d), [])]
-        rows.append([variant, backbone, *(fmt(c) for c in cells), f"{np.mean(seconds):.0f}"])
+        rows.append([variant, backbone, *(fmt(c) for c in cells[variant]), f"{np.mean(seconds):.0f}"])
     parts = ["# Backbones", "", budget_line(cfg, seeds, results), ""]
     parts += [
         f"{what.capitalize()} at each dataset's target return; last column: mean training seconds per run.",
@@ -74,42 +75,17 @@ def report(
     ]
     parts += [markdown_table(["variant", "backbone", *datasets, "train s"], rows), ""]
     plots = []
-    path = _plot(variants, datasets, by_cell, key, out / "backbones.png", cfg)
+    size = (max(6.0, 2 + 2.5 * len(datasets)), 4.5)
+    path = bar_chart(
+        out / "backbones.png",
+        datasets,
+        cells,
+        key,
+        "Backbones (mean ± std over seeds)",
+        size,
+        legend_columns=2,
+    )
     if path is not None:
         plots.append(path)
         parts += [f"![backbones]({path.name})", ""]
     return "\n".join(parts), plots
-
-
-def _plot(
-    variants: list[str], datasets: list[str], by_cell: dict, key: str, path: Path, cfg: ExperimentConfig
-) -> Path | None:
-    plt = pyplot()
-    if plt is None:
-        return None
-    width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(max(6.0, 2 + 2.5 * len(datasets)), 4.5))
-    for j, variant in enumerate(variants):
-        stats = [
-            mean_std(
-                [_score(r, key, cfg.datasets[d].get("target_return")) for r in by_cell.get((variant, d), [])]
-            )
-            for d in datasets
-        ]
-        x = np.arange(len(datasets)) + (j - (len(variants) - 1) / 2) * width
-        ax.bar(
-            x,
-            [np.nan if s is None else s[0] for s in stats],
-            width,
-            yerr=[0 if s is None else s[1] for s in stats],
-            capsize=2,
-            label=variant,
-        )
-    ax.set_xticks(np.arange(len(datasets)), datasets, fontsize=8)
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title("Backbones (mean ± std over seeds)")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

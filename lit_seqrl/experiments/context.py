@@ -13,20 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lit_seqrl.experiments.runner import (
     ExperimentConfig,
     RunSpec,
+    Stat,
+    bar_charts_per_dataset,
     budget_line,
     fmt,
     group,
     headline,
     markdown_table,
     mean_std,
-    pyplot,
     score_key,
-    slug,
 )
 
 
@@ -70,39 +68,10 @@ def report(
     parts = ["# Context length K", "", budget_line(cfg, seeds, results), ""]
     parts += ["Returns at each dataset's target return (the first of the config's).", ""]
     parts += [markdown_table(header, rows), ""]
-    plots = []
-    for dataset in cfg.datasets:
-        path = _plot(cfg, by_cell, dataset, key, out / f"context-{slug(dataset)}.png")
-        if path is not None:
-            plots.append(path)
-            parts += [f"![context length on {dataset}]({path.name})", ""]
-    return "\n".join(parts), plots
 
+    def bars(dataset: str) -> dict[str, list[Stat]]:  # one bar per K for every variant
+        cells = {k: [by_cell.get((dataset, v, k), []) for v in cfg.variants] for k in contexts(cfg)}
+        return {f"K = {k}": [mean_std([headline(r, key) for r in rs]) for rs in c] for k, c in cells.items()}
 
-def _plot(cfg: ExperimentConfig, by_cell: dict, dataset: str, key: str, path: Path) -> Path | None:
-    plt = pyplot()
-    if plt is None:
-        return None
-    ks = contexts(cfg)
-    variants = list(cfg.variants)
-    width = 0.8 / len(ks)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 1.6 * len(variants)), 4))
-    for j, k in enumerate(ks):
-        stats = [mean_std([headline(r, key) for r in by_cell.get((dataset, v, k), [])]) for v in variants]
-        x = np.arange(len(variants)) + (j - (len(ks) - 1) / 2) * width
-        ax.bar(
-            x,
-            [np.nan if s is None else s[0] for s in stats],
-            width,
-            yerr=[0 if s is None else s[1] for s in stats],
-            capsize=3,
-            label=f"K = {k}",
-        )
-    ax.set_xticks(np.arange(len(variants)), variants)
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(f"Context length: {dataset}", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    figures, plots = bar_charts_per_dataset(cfg, out, "context", "Context length", key, bars)
+    return "\n".join(parts + figures), plots

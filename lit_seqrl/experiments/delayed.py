@@ -12,20 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lit_seqrl.experiments.runner import (
     ExperimentConfig,
     RunSpec,
+    Stat,
+    bar_charts_per_dataset,
     budget_line,
     fmt,
     group,
     headline,
     markdown_table,
     mean_std,
-    pyplot,
     score_key,
-    slug,
 )
 
 SETTINGS = ("dense", "delayed")
@@ -76,37 +74,9 @@ def report(
                 [dataset, variant] + [fmt(_stat(cfg, by_cell, dataset, variant, s, key)) for s in SETTINGS]
             )
     parts += [markdown_table(["dataset", "variant", f"dense ({what})", f"delayed ({what})"], rows), ""]
-    plots = []
-    for dataset in cfg.datasets:
-        path = _plot(cfg, by_cell, dataset, key, out / f"delayed-{slug(dataset)}.png")
-        if path is not None:
-            plots.append(path)
-            parts += [f"![dense vs delayed rewards on {dataset}]({path.name})", ""]
-    return "\n".join(parts), plots
 
+    def bars(dataset: str) -> dict[str, list[Stat]]:  # dense and delayed for every variant
+        return {s: [_stat(cfg, by_cell, dataset, v, s, key) for v in cfg.variants] for s in SETTINGS}
 
-def _plot(cfg: ExperimentConfig, by_cell: dict, dataset: str, key: str, path: Path) -> Path | None:
-    plt = pyplot()
-    if plt is None:
-        return None
-    variants = list(cfg.variants)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 1.6 * len(variants)), 4))
-    for j, setting in enumerate(SETTINGS):
-        stats = [_stat(cfg, by_cell, dataset, v, setting, key) for v in variants]
-        x = np.arange(len(variants)) + (j - 0.5) * 0.4
-        ax.bar(
-            x,
-            [np.nan if s is None else s[0] for s in stats],
-            0.4,
-            yerr=[0 if s is None else s[1] for s in stats],
-            capsize=3,
-            label=setting,
-        )
-    ax.set_xticks(np.arange(len(variants)), variants)
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(f"Dense vs delayed rewards: {dataset}", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    figures, plots = bar_charts_per_dataset(cfg, out, "delayed", "Dense vs delayed rewards", key, bars)
+    return "\n".join(parts + figures), plots

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lit_seqrl.errors import ConfigError
+
 AGENTS = {"dt": "lit_seqrl.agents.DecisionAgent", "bc": "lit_seqrl.agents.BCAgent"}
 _TOP_KEYS = {
     "max_steps",
@@ -82,16 +84,16 @@ class ExperimentConfig:
     def load(cls, path: str | Path) -> ExperimentConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: an experiment config must be a mapping")
+            raise ConfigError(f"{path}: an experiment config must be a mapping")
         known = {k: raw[k] for k in _TOP_KEYS if k in raw}
         cfg = cls(**known, extra={k: v for k, v in raw.items() if k not in _TOP_KEYS})
         cfg.datasets = {k: dict(v or {}) for k, v in (cfg.datasets or {}).items()}
         for name, variant in cfg.variants.items():
             unknown = set(variant) - {"agent", "backbone", "model", "data"}
             if unknown:
-                raise ValueError(f"{path}: variant {name!r} has unknown keys {sorted(unknown)}")
+                raise ConfigError(f"{path}: variant {name!r} has unknown keys {sorted(unknown)}")
             if variant.get("agent", "dt") not in AGENTS:
-                raise ValueError(f"{path}: variant {name!r}: agent must be one of {sorted(AGENTS)}")
+                raise ConfigError(f"{path}: variant {name!r}: agent must be one of {sorted(AGENTS)}")
         return cfg
 
     def run_spec(
@@ -169,7 +171,7 @@ def train_and_evaluate(spec: RunSpec, on_step: Callable[[int], None] | None = No
         dm = OfflineTrajectoryDataModule(dataset=spec.dataset, seed=spec.seed, **spec.data)
         cls = BCAgent if spec.agent == "bc" else DecisionAgent
         # Rollouts only after training (eval_episodes=0 in fit): budgets here are in optimiser steps.
-        agent = cls(**{**spec.model, "eval_episodes": 0})
+        agent = cls(**{**spec.model, "eval_episodes": 0, "data_spec": dm.data_spec()})
         trainer = L.Trainer(
             max_steps=spec.max_steps,
             logger=False,
@@ -331,3 +333,68 @@ def pyplot() -> Any:
         warnings.warn('plots need matplotlib: pip install "lit-seqrl[plot]"', UserWarning, stacklevel=2)
         return None
     return plt
+
+
+Stat = tuple[float, float, int] | None  # mean, std, count (None: no runs)
+
+
+def bar_chart(
+    path: Path,
+    groups: list[str],
+    series: dict[str, list[Stat]],
+    ylabel: str,
+    title: str,
+    figsize: tuple[float, float],
+    legend_columns: int = 1,
+) -> Path | None:
+    """Grouped bars, mean ± std: in every group one bar per series; ``series[label][i]`` is group i's.
+
+    Returns ``path`` once written, or None when matplotlib is missing.
+    """
+    plt = pyplot()
+    if plt is None:
+        return None
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=figsize)
+    for j, (label, stats) in enumerate(series.items()):
+        x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width
+        ax.bar(
+            x,
+            [np.nan if s is None else s[0] for s in stats],
+            width,
+            yerr=[0 if s is None else s[1] for s in stats],
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(np.arange(len(groups)), groups, fontsize=8)
+    ax.set_ylabel(ylabel.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=legend_columns)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bar_charts_per_dataset(
+    cfg: ExperimentConfig,
+    out: Path,
+    name: str,
+    title: str,
+    key: str,
+    series_for: Callable[[str], dict[str, list[Stat]]],
+) -> tuple[list[str], list[Path]]:
+    """A :func:`bar_chart` per dataset over the config's variants, ``out/<name>-<dataset>.png``:
+    the markdown lines embedding them, and their paths.
+
+    ``series_for(dataset)`` gives the bars, as :func:`bar_chart`'s ``series``.
+    """
+    variants = list(cfg.variants)
+    size = (max(5.0, 1.5 + 1.6 * len(variants)), 4)
+    parts, plots = [], []
+    for dataset in cfg.datasets:
+        path = out / f"{name}-{slug(dataset)}.png"
+        if bar_chart(path, variants, series_for(dataset), key, f"{title}: {dataset}", size) is not None:
+            plots.append(path)
+            parts += [f"![{title.lower()} on {dataset}]({path.name})", ""]
+    return parts, plots

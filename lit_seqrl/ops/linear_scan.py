@@ -86,8 +86,8 @@ def workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) 
     """An uninitialised CPU tensor, reusing a kept buffer that nothing references any more.
 
     Why: glibc hands large freed blocks back to the operating system, so every fresh
-    tensor of a few MB is paid again in page faults: on CPU, filling a new ``(64, 60, 256, 16)``
-    fp32 tensor cost about 3-4x as much as overwriting an existing one (benchmarks/README.md).
+    tensor of a few MB is paid again in page faults: on CPU, filling a new multi-MB tensor cost
+    several times as much as overwriting an existing one (measured in benchmarks/README.md).
     A kept buffer is reused only when no tensor, view or autograd graph refers to it; CUDA
     (which has a caching allocator) and small tensors get a plain ``torch.empty``.
     """

@@ -30,10 +30,10 @@ from torch import Tensor
 from lit_seqrl.ops.linear_scan import scan_, workspace
 
 #: A single chunk of wide steps (``stepwise``, the caller's choice: ``B·D·N`` above
-#: ``CHUNKING_MAX_WIDTH``) runs step by step, each step's slices used while in cache: 1.3-1.6x
-#: faster forward+backward at training sizes than whole ``(L, B, D, N)`` tensors per operation,
-#: which stay for chunks and narrow steps (there the stepwise form's Python overhead per step
-#: costs 3x). Setting it False forces the whole-tensor form, for benchmarks.
+#: ``CHUNKING_MAX_WIDTH``) runs step by step, each step's slices used while in cache: faster
+#: forward+backward at training sizes than whole ``(L, B, D, N)`` tensors per operation, which
+#: stay for chunks and narrow steps, where the stepwise form's Python overhead per step dominates
+#: (benchmarks/README.md, "What was tried"). Setting it False forces the whole-tensor form.
 STEPWISE_SINGLE_CHUNK = True
 
 
@@ -174,7 +174,7 @@ def _steps_backward(
 
 def _flip(x: Tensor) -> Tensor:
     """A contiguous row ``(..., 1, K)`` as a column ``(..., K, 1)`` or back, as a view: matmul
-    took a slow path on the equivalent transposed strides (3x on the readout here)."""
+    took a slow path on the equivalent transposed strides (benchmarks/README.md)."""
     return x.view(*x.shape[:-2], x.shape[-1], x.shape[-2])
 
 

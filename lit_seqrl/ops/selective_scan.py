@@ -133,8 +133,8 @@ def selective_scan_chunked(
         B, C = _grouped(B, u.shape[1]), _grouped(C, u.shape[1])  # (B G N L)
         y, last_state = scan_function.SelectiveScanFn.apply(u, delta, A, B, C, T, stepwise)
     elif implementation in ("function", "graph"):
-        # Forward only on wide steps (acting): the plain recurrence, storing nothing for a
-        # backward, was 1.2x faster than the Function's forward.
+        # Forward only on wide steps (acting): the plain recurrence stores nothing for a
+        # backward, and was faster than the Function's forward (benchmarks/README.md).
         B, C = _per_channel(B, u.shape[1]), _per_channel(C, u.shape[1])  # (B D|1 N L)
         y, last_state = _chunked_scan(u, delta, A, B, C, chunk_size)
     else:

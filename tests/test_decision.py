@@ -12,13 +12,9 @@ import torch.nn.functional as F
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.agents.base import param_groups
 from lit_seqrl.agents.decision_policy import DecisionPolicy
+from tests.helpers import PENDULUM_SPEC
 
-PENDULUM = {
-    "obs_dim": 3, "act_dim": 1, "discrete": False, "env_id": "Pendulum-v1", "context_len": 6,
-    "max_timestep": 201, "reward_scale": 0.01, "gamma": 1.0, "delayed_reward": False,
-    "action_low": [-2.0], "action_high": [2.0], "ref_min_score": -1200.0, "ref_max_score": -150.0,
-    "target_returns": [-150.0],
-}  # fmt: skip
+PENDULUM = {**PENDULUM_SPEC, "context_len": 6}
 CARTPOLE = {**PENDULUM, "obs_dim": 4, "act_dim": 2, "discrete": True, "env_id": "CartPole-v1", "max_timestep": 501,
             "action_low": None, "action_high": None, "target_returns": [500.0]}  # fmt: skip
 SMALL_TF = {"name": "transformer", "d_model": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0}

@@ -8,14 +8,13 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import pytest
 
 from lit_seqrl.cli import main
 from lit_seqrl.data.episodes import load_offline_dataset
 from lit_seqrl.data.importers import import_dataset, read_episodes
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA, flat, write_hdf5
 
 HOPPER_PICKLE = SHARED_DATA / "cs285_experts" / "expert_data_Hopper-v4.pkl"
 
@@ -26,29 +25,6 @@ def root(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "datasets"
     path.mkdir()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
-    return path
-
-
-def flat(n: int = 23, obs_dim: int = 3, act_dim: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """D4RL-style flat arrays: a terminal at row 4, timeouts at rows 9 and 15, rows 16.. unfinished."""
-    rng = np.random.default_rng(seed)
-    terminals, timeouts = np.zeros(n, bool), np.zeros(n, bool)
-    terminals[4], timeouts[[i for i in (9, 15) if i < n]] = True, True
-    return {
-        "observations": rng.standard_normal((n, obs_dim)),
-        "next_observations": rng.standard_normal((n, obs_dim)),
-        "actions": rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-        "rewards": rng.standard_normal(n),
-        "terminals": terminals,
-        "timeouts": timeouts,
-    }
-
-
-def write_hdf5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    with h5py.File(path, "w") as f:
-        for key, value in arrays.items():
-            f.create_dataset(key, data=value)
-        f.create_group("infos").create_dataset("qpos", data=np.zeros((3, 2)))  # ignored, as in D4RL
     return path
 
 

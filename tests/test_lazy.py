@@ -206,7 +206,11 @@ def test_datamodule_lazy_mode_matches_memory_mode(stored):
         dm.setup("fit")
     assert (memory.lazy, lazy.lazy, auto.lazy, small.lazy) == (False, True, True, False)
     assert isinstance(lazy.train_set, LazyTrajectoryWindows)
-    assert memory.data_spec() == lazy.data_spec()
+    memory_spec, lazy_spec = memory.data_spec(), lazy.data_spec()
+    # One pass in float64 vs a streaming sum: the statistics agree to rounding, the rest exactly.
+    np.testing.assert_allclose(lazy_spec.pop("obs_mean"), memory_spec.pop("obs_mean"), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lazy_spec.pop("obs_std"), memory_spec.pop("obs_std"), rtol=1e-6)
+    assert memory_spec == lazy_spec
     np.testing.assert_allclose(lazy.obs_mean, memory.obs_mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(lazy.obs_std, memory.obs_std, rtol=1e-6)
     for loader in ("train_dataloader", "val_dataloader"):

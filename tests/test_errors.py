@@ -1,4 +1,4 @@
-"""Bad inputs and the exact one-line error each must produce.
+"""Bad inputs and the exact one-line error each must produce (``lit_seqrl.errors.ConfigError``).
 
 Every row runs the real command line in-process (``lit_seqrl.cli.main``, which turns our errors
 into ``sys.exit("lit-seqrl CMD: error: ...")``); argument-parser errors are checked on stderr.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -25,8 +24,7 @@ from lit_seqrl.data.episodes import Episode
 from lit_seqrl.data.importers import import_dataset
 from lit_seqrl.data.store import write_dataset
 from lit_seqrl.registry import list_backbones
-from tests.helpers import REPO, run_cli
-from tests.test_data_import import flat, write_hdf5
+from tests.helpers import REPO, flat, quiet_trainer, run_cli, write_hdf5
 
 CONFIG = str(REPO / "configs" / "dt_pendulum.yaml")
 TINY_DATA = "test/pendulum/tiny-v0"
@@ -267,6 +265,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(env, tmp_pat
         eval_episodes=0,
         warmup_steps=1,
         checkpoint_every_n_steps=2,
+        data_spec=dm.data_spec(),
     )
     original = DecisionAgent._loss
 
@@ -275,14 +274,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(env, tmp_pat
         return (loss * float("nan") if self.training and self.global_step == 5 else loss), err
 
     monkeypatch.setattr(DecisionAgent, "_loss", poisoned)
-    trainer = L.Trainer(
-        max_steps=20,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
+        max_steps=20, default_root_dir=tmp_path, limit_val_batches=0, num_sanity_val_steps=0
     )
     with pytest.raises(NonFiniteLossError) as info:
         trainer.fit(agent, dm)
