@@ -73,6 +73,8 @@ def dt_step_ms(steps: int = 6) -> float:
     import torch
 
     torch.set_num_threads(1)
+    from timing import train_step
+
     from lit_seqrl.agents import DecisionAgent
     from lit_seqrl.data import OfflineTrajectoryDataModule
 
@@ -85,11 +87,7 @@ def dt_step_ms(steps: int = 6) -> float:
     times = []
     for b in batches:
         t0 = time.perf_counter()
-        loss, _ = agent._loss(b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.25)
-        opt.step()
+        train_step(agent, opt, b)
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times[2:])
 

@@ -23,8 +23,12 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling timing module, however loaded
+from timing import train_step
 
 from lit_seqrl.ops.backend import missing_kernel, probe_kernel
 from lit_seqrl.ops.causal_conv import KERNEL_EXTENSIONS as CONV_EXTENSIONS
@@ -222,11 +226,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     def chunk(name: str) -> None:
         agent, opt = agents[name], opts[name]
         for batch in batches:
-            loss, _ = agent._loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.25)
-            opt.step()
+            train_step(agent, opt, batch)
 
     for name in backends:
         agents[name].train()

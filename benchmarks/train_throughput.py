@@ -14,6 +14,7 @@ import time
 
 import lightning as L
 import torch
+from timing import train_step
 
 from lit_seqrl.agents import DecisionAgent
 from lit_seqrl.data import OfflineTrajectoryDataModule
@@ -47,11 +48,7 @@ def main() -> None:
         opt.zero_grad()
     t0 = time.perf_counter()
     for b in batches:
-        loss, _ = agent._loss(b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.25)
-        opt.step()
+        train_step(agent, opt, b)
     t_step = (time.perf_counter() - t0) / len(batches)
 
     fresh = DecisionAgent(eval_episodes=0, data_spec=dm.data_spec())

@@ -83,3 +83,21 @@ def write_hdf5(path: Path, arrays: dict[str, np.ndarray]) -> Path:
             f.create_dataset(key, data=value)
         f.create_group("infos").create_dataset("qpos", data=np.zeros((3, 2)))  # ignored, as in D4RL
     return path
+
+
+# ---- GPU tests of an official kernel against our PyTorch path ----
+KERNEL_DTYPES = ("float32", "bfloat16")
+# The official kernels' own test tolerances (mamba_ssm's tests), per input dtype.
+KERNEL_TOL = {"float32": {"rtol": 6e-4, "atol": 2e-3}, "bfloat16": {"rtol": 3e-2, "atol": 5e-2}}
+
+
+def require_kernel(package: str, module: str, what: str) -> None:
+    """Skip the calling test unless ``package`` is installed and its compiled ``module`` imports."""
+    import importlib.util
+
+    import pytest
+
+    from lit_seqrl.ops.backend import probe
+
+    if importlib.util.find_spec(package) is None or probe(module) is None:
+        pytest.skip(f"{what} is not importable")

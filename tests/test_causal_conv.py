@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
-from lit_seqrl.ops.backend import KernelUnavailableError, probe
+from lit_seqrl.ops.backend import KernelUnavailableError
 from lit_seqrl.ops.causal_conv import KERNEL_MODULE, causal_conv1d, causal_conv1d_ref, causal_conv1d_update
+from tests.helpers import KERNEL_DTYPES, KERNEL_TOL, require_kernel
 
 
 def make_inputs(batch=2, d=6, L=20, W=4, seed=0):
@@ -67,11 +66,10 @@ def test_errors():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_official_kernel_matches_reference(dtype):
-    if importlib.util.find_spec("causal_conv1d") is None or probe(KERNEL_MODULE) is None:
-        pytest.skip("causal_conv1d is not importable")
-    tol = {"rtol": 6e-4, "atol": 2e-3} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 5e-2}
+@pytest.mark.parametrize("dtype_name", KERNEL_DTYPES)
+def test_official_kernel_matches_reference(dtype_name):
+    require_kernel("causal_conv1d", KERNEL_MODULE, "causal_conv1d")
+    dtype, tol = getattr(torch, dtype_name), KERNEL_TOL[dtype_name]
     x, w, b = (t.cuda().to(dtype) for t in make_inputs(d=64, L=100))
     y_k = causal_conv1d(x, w, b, "silu", backend="cuda")
     torch.testing.assert_close(y_k.float(), causal_conv1d_ref(x.float(), w.float(), b.float(), "silu"), **tol)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
-from lit_seqrl.ops.backend import KernelUnavailableError, probe
+from lit_seqrl.ops.backend import KernelUnavailableError
 from lit_seqrl.ops.linear_scan import scan_
 from lit_seqrl.ops.selective_scan import (
     SCAN_MODULE,
@@ -16,6 +14,7 @@ from lit_seqrl.ops.selective_scan import (
     selective_scan_ref,
     selective_state_update,
 )
+from tests.helpers import KERNEL_DTYPES, KERNEL_TOL, require_kernel
 
 FP32 = {"rtol": 1e-4, "atol": 1e-4}  # tighter than the official kernel test (rtol 6e-4, atol 2e-3)
 GRAD = {"rtol": 6e-4, "atol": 2e-3}
@@ -255,11 +254,10 @@ def test_dispatch_rules():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_official_kernel_matches_chunked(dtype):
-    if importlib.util.find_spec("mamba_ssm") is None or probe(SCAN_MODULE) is None:
-        pytest.skip("mamba_ssm's selective scan kernel is not importable")
-    tol = {"rtol": 6e-4, "atol": 2e-3} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 5e-2}
+@pytest.mark.parametrize("dtype_name", KERNEL_DTYPES)
+def test_official_kernel_matches_chunked(dtype_name):
+    require_kernel("mamba_ssm", SCAN_MODULE, "mamba_ssm's selective scan kernel")
+    dtype, tol = getattr(torch, dtype_name), KERNEL_TOL[dtype_name]
     inputs = make_inputs(2, 64, 16, 300, seed=4)
     inputs = {k: v.cuda() for k, v in inputs.items()}
     for k in ("u", "delta", "B", "C", "z"):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_seqrl.ops.backend import KernelUnavailableError, probe
+from lit_seqrl.ops.backend import KernelUnavailableError
 from lit_seqrl.ops.ssd import KERNEL_MODULE, segsum, ssd, ssd_chunked, ssd_ref, ssd_state_update
+from tests.helpers import KERNEL_DTYPES, KERNEL_TOL, require_kernel
 
 FP32 = {"rtol": 1e-4, "atol": 1e-4}
 GRAD = {"rtol": 6e-4, "atol": 2e-3}
@@ -139,11 +138,10 @@ def test_dispatch_rules():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_official_kernel_matches_chunked(dtype):
-    if importlib.util.find_spec("mamba_ssm") is None or probe(KERNEL_MODULE) is None:
-        pytest.skip("mamba_ssm's SSD kernel is not importable")
-    tol = {"rtol": 6e-4, "atol": 2e-3} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 5e-2}
+@pytest.mark.parametrize("dtype_name", KERNEL_DTYPES)
+def test_official_kernel_matches_chunked(dtype_name):
+    require_kernel("mamba_ssm", KERNEL_MODULE, "mamba_ssm's SSD kernel")
+    dtype, tol = getattr(torch, dtype_name), KERNEL_TOL[dtype_name]
     inputs = {k: v.cuda() for k, v in make_inputs(2, 300, 4, 16, 1, 32, seed=4).items()}
     for k in ("x", "dt", "B", "C", "z"):
         inputs[k] = inputs[k].to(dtype)
