@@ -116,6 +116,7 @@ def test_print_config_and_backbones_listing():
     assert "name: lstm" in proc.stdout and "class_path: lit_seqrl.agents.DecisionAgent" in proc.stdout
     listing = run_cli("backbones").stdout
     assert "transformer" in listing and "lit-seqrl" in listing
+    assert "Mamba2Backbone(attn_layers='middle')" in listing  # a variant shows what it changes
 
 
 def test_data_commands(tmp_path):
