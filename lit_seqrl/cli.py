@@ -17,7 +17,15 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+import lit_seqrl.envs  # noqa: F401  (registers our gymnasium environments)
+from lit_seqrl import cli_data as commands
+from lit_seqrl.agents.base import SeqRLAgent, load_agent
+from lit_seqrl.data.catalogue import DEFAULT_DATASETS
 from lit_seqrl.errors import ConfigError
+from lit_seqrl.evaluation.plots import DEFAULT_TAGS, GroupRule, PlotDependencyError, plot_runs
+from lit_seqrl.evaluation.report import print_report
+from lit_seqrl.experiments import run_experiment as run_named_experiment
+from lit_seqrl.registry import get_backbone_class, list_backbones
 
 EXTRA_COMMANDS = ("evaluate", "data", "backbones", "plot", "experiment")
 
@@ -26,8 +34,6 @@ class SeqRLCLI(LightningCLI):
     """LightningCLI in subclass mode: configs name the agent and data module by class path."""
 
     def __init__(self, **kwargs: Any) -> None:
-        from lit_seqrl.agents.base import SeqRLAgent
-
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(
             SeqRLAgent, None, subclass_mode_model=True, auto_configure_optimizers=False, **kwargs
@@ -43,8 +49,6 @@ class SeqRLCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Reject an unknown backbone name before the data module generates or loads any data."""
-        from lit_seqrl.registry import get_backbone_class
-
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         spec = config.get("model.init_args.backbone")
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
@@ -145,9 +149,6 @@ def _evaluate_parser() -> ArgumentParser:
 
 
 def run_evaluate(argv: list[str]) -> dict[str, Any]:
-    from lit_seqrl.agents.base import load_agent
-    from lit_seqrl.evaluation.report import print_report
-
     args = _evaluate_parser().parse_args(argv)
     agent = load_agent(args.ckpt_path, map_location=args.device)
     if args.compile is not None:
@@ -170,8 +171,6 @@ def run_evaluate(argv: list[str]) -> dict[str, Any]:
 
 
 def _data_parser() -> ArgumentParser:
-    from lit_seqrl.data.catalogue import DEFAULT_DATASETS
-
     p = ArgumentParser(prog="lit-seqrl data", description="Offline datasets (stored as minari datasets).")
     sub = p.add_subcommands(required=True)
     collect = ArgumentParser(
@@ -227,8 +226,6 @@ def _data_parser() -> ArgumentParser:
 
 
 def run_data(argv: list[str]) -> None:
-    from lit_seqrl import cli_data as commands
-
     cfg = _data_parser().parse_args(argv)
     name = cfg.subcommand
     # `import` is a Python keyword, so its function carries a trailing underscore.
@@ -239,8 +236,6 @@ def run_backbones(argv: list[str]) -> None:
     ArgumentParser(
         prog="lit-seqrl backbones", description="List registered backbones and their packages."
     ).parse_args(argv)
-    from lit_seqrl.registry import list_backbones
-
     entries = list_backbones()
     width = max((len(n) for n in entries), default=4)
     pwidth = max((len(e.provider) for e in entries.values()), default=8)  # plugin names can be long
@@ -256,8 +251,6 @@ def run_backbones(argv: list[str]) -> None:
 
 
 def _plot_parser() -> ArgumentParser:
-    from lit_seqrl.evaluation.plots import DEFAULT_TAGS, GroupRule
-
     p = ArgumentParser(
         prog="lit-seqrl plot",
         description="Learning curves (PNG) from TensorBoard logs; runs grouped as seeds are drawn as "
@@ -278,8 +271,6 @@ def _plot_parser() -> ArgumentParser:
 
 
 def run_plot(argv: list[str]) -> list[str]:
-    from lit_seqrl.evaluation.plots import PlotDependencyError, plot_runs
-
     args = _plot_parser().parse_args(argv)
     try:
         written = plot_runs(args.run_dirs, args.out, group=args.group, tags=args.tags, smooth=args.smooth)
@@ -317,10 +308,8 @@ def _experiment_parser() -> ArgumentParser:
 
 
 def run_experiment(argv: list[str]) -> dict[str, Any]:
-    from lit_seqrl.experiments import run_experiment as run
-
     args = _experiment_parser().parse_args(argv)
-    result = run(
+    result = run_named_experiment(
         args.name,
         args.config,
         seeds=args.seeds,
@@ -353,8 +342,6 @@ def user_error(err: BaseException | None) -> ConfigError | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    import lit_seqrl.envs  # noqa: F401  (registers our gymnasium environments)
-
     command = args[0] if args else "lit-seqrl"
     try:
         if command in EXTRA_COMMANDS:

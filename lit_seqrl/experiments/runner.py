@@ -21,9 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import yaml
+from lightning.pytorch.callbacks import Callback
 
+from lit_seqrl.agents import BCAgent, DecisionAgent
+from lit_seqrl.data import OfflineTrajectoryDataModule
+from lit_seqrl.data.collect import ensure_dataset
+from lit_seqrl.data.episodes import load_offline_dataset
 from lit_seqrl.errors import ConfigError
 
 AGENTS = {"dt": "lit_seqrl.agents.DecisionAgent", "bc": "lit_seqrl.agents.BCAgent"}
@@ -155,11 +161,6 @@ def _quiet() -> Iterator[None]:
 
 def train_and_evaluate(spec: RunSpec, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train ``spec`` for ``max_steps`` optimiser steps, then roll it out; returns the result record."""
-    import lightning as L
-    from lightning.pytorch.callbacks import Callback
-
-    from lit_seqrl.agents import BCAgent, DecisionAgent
-    from lit_seqrl.data import OfflineTrajectoryDataModule
 
     class _Progress(Callback):
         def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
@@ -258,9 +259,6 @@ def _load_cached(path: Path, spec: RunSpec) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- aggregation
 def dataset_returns(dataset: str) -> np.ndarray:
     """Episode returns of ``dataset`` (a built-in default is generated first if missing)."""
-    from lit_seqrl.data.collect import ensure_dataset
-    from lit_seqrl.data.episodes import load_offline_dataset
-
     ensure_dataset(dataset)
     return np.array([ep.total_return for ep in load_offline_dataset(dataset).episodes])
 
