@@ -3,10 +3,10 @@
 Each (size, mode) cell runs in a fresh subprocess, so its peak RSS is its own: it builds the data
 module (``setup``), then draws ``--batches`` training batches of 64 windows (K=20) through the
 DataLoader. Lazy mode runs twice: with the data module's default cache (256 MiB, which holds
-both datasets' decoded episodes) and with a ``--cache-mb`` cache smaller than the large one, so
-that its bound is what is measured. Cells run interleaved, ``--rounds`` times; the table shows medians. A DT training step
-(default config: width 128, 3 layers, K=20, batch 64, fwd + bwd + AdamW) is timed in between to
-give the data loading share of a step.
+both datasets' pages) and with a ``--cache-mb`` cache smaller than the large file, so that its
+bound is what is measured. Cells run interleaved, ``--rounds`` times; the table shows medians. A
+DT training step (default config: width 128, 3 layers, K=20, batch 64, fwd + bwd + AdamW) is
+timed in between to give the data loading share of a step.
 
 The 1x dataset is the built-in default (``lit_seqrl/pendulum/mixed-v0``, generated if missing);
 the 20x one is written from 20 copies of its episodes. Datasets go to a temporary directory
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 DEFAULT = "lit_seqrl/pendulum/mixed-v0"
-DEFAULT_CACHE_MB = 256.0  # OfflineTrajectoryDataModule's default cache_mb
 BATCH, K = 64, 20
 
 
@@ -114,6 +113,15 @@ def make_scaled(scale: int) -> str:
     return scaled
 
 
+def _default_cache_mb() -> float:
+    """The data module's own default ``cache_mb`` (read from its signature, not restated here)."""
+    import inspect
+
+    from lit_seqrl.data import OfflineTrajectoryDataModule
+
+    return float(inspect.signature(OfflineTrajectoryDataModule).parameters["cache_mb"].default)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,7 +144,8 @@ def main() -> None:
     sizes = {"1x": DEFAULT, f"{args.scale}x": make_scaled(args.scale)}
     print(f"datasets ready in {time.perf_counter() - t0:.0f} s under {os.environ['MINARI_DATASETS_PATH']}")
 
-    modes = {"memory": ("memory", DEFAULT_CACHE_MB), "lazy": ("lazy", DEFAULT_CACHE_MB),
+    default_cache_mb = _default_cache_mb()
+    modes = {"memory": ("memory", default_cache_mb), "lazy": ("lazy", default_cache_mb),
              f"lazy-{args.cache_mb:g}M": ("lazy", args.cache_mb)}  # fmt: skip
     cells = [(size, mode) for size in sizes for mode in modes]
     results: dict[tuple[str, str], list[dict]] = {cell: [] for cell in cells}
@@ -157,7 +166,7 @@ def main() -> None:
     step = statistics.median(steps)
     big = f"{args.scale}x"
     print(f"\nbatch {BATCH} x K={K}, {args.batches} batches per cell, {args.rounds} rounds (medians), "
-          f"lazy caches {DEFAULT_CACHE_MB:g} MiB (default) and {args.cache_mb:g} MiB, DT step {step:.1f} ms")  # fmt: skip
+          f"lazy caches {default_cache_mb:g} MiB (default) and {args.cache_mb:g} MiB, DT step {step:.1f} ms")  # fmt: skip
     print(f"{'size':<5} {'mode':<10} {'peak RSS MiB':>12} {'over base':>10} {'setup s':>8} "
           f"{'ms/batch':>9} {'CPU ms/b':>9} {'windows/s':>10} {'% of step':>9}")  # fmt: skip
     for size, mode in cells:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +12,9 @@ from typing import Any
 import h5py
 import lightning as L
 import numpy as np
+import pytest
+
+from lit_seqrl.ops.backend import probe
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"  # optional real artefacts; tests using them skip if absent
@@ -93,11 +97,5 @@ KERNEL_TOL = {"float32": {"rtol": 6e-4, "atol": 2e-3}, "bfloat16": {"rtol": 3e-2
 
 def require_kernel(package: str, module: str, what: str) -> None:
     """Skip the calling test unless ``package`` is installed and its compiled ``module`` imports."""
-    import importlib.util
-
-    import pytest
-
-    from lit_seqrl.ops.backend import probe
-
     if importlib.util.find_spec(package) is None or probe(module) is None:
         pytest.skip(f"{what} is not importable")

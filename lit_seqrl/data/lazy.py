@@ -1,11 +1,12 @@
 """Offline data larger than memory: windows read on demand from a stored minari HDF5 dataset.
 
-Only per-episode metadata (id, length, return) lives in memory; observations, actions and
-rewards are read from the HDF5 file when a window of their episode is drawn, through a cache of
-whole episodes bounded in bytes. The windows are exactly those of the in-memory
-:class:`~lit_seqrl.data.windows.TrajectoryWindows` for the same episodes and seed: both draw
-start steps with :func:`~lit_seqrl.data.windows.draw_steps`, and a return-to-go at step t only
-depends on the rewards from t to the episode's end, which is what is read here.
+Per-episode metadata (id, length, return, byte offsets) and, once per process, the scaled
+returns-to-go and rewards live in memory; observation and action rows are read from the HDF5 file
+when a window needs them, through a memory map whose resident pages are bounded in bytes (or, for
+layouts HDF5 does not store as plain blocks, a cache of whole episodes). The windows are exactly
+those of the in-memory :class:`~lit_seqrl.data.windows.TrajectoryWindows` for the same episodes
+and seed: both draw start steps with :func:`~lit_seqrl.data.windows.draw_steps` and compute
+returns-to-go with the same arithmetic.
 
 Under DDP every rank reads only the episodes of the windows its sampler hands it.
 """
@@ -434,13 +435,29 @@ _FAULT_AROUND = 64 * 2**10
 
 
 @dataclass
+class _Column:
+    """One stored field of every episode in the mapped file: where its rows start, and how to read one."""
+
+    offsets: np.ndarray  # (E,) byte offset of each episode's first row
+    dtype: np.dtype  # as stored
+    shape: tuple[int, ...]  # of one row
+    row_bytes: int
+    rows: np.ndarray  # (file bytes - row_bytes + 1, row_bytes) view: row i = the bytes from byte i
+
+    def gather(self, episode: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Rows ``step`` (B, K) of ``episode`` (B,), as stored: (B, K, *shape); one fancy index."""
+        start = self.offsets[episode][:, None] + step * self.row_bytes  # (B, K)
+        return self.rows[start].view(self.dtype).reshape(*step.shape, *self.shape)
+
+
+@dataclass
 class _MappedLayout:
     """Where each episode's observation and action rows start in the memory-mapped file."""
 
     buffer: np.ndarray  # (file bytes,) uint8 view of the mapping
     mapping: mmap.mmap
-    obs: tuple[np.ndarray, np.dtype, tuple[int, ...]]  # (E,) byte offsets, stored dtype, row shape
-    act: tuple[np.ndarray, np.dtype, tuple[int, ...]]
+    obs: _Column
+    act: _Column
     returns: np.ndarray  # (N,) float32 scaled returns-to-go of every step, episodes end to end
     rewards: np.ndarray  # (N,) float32 scaled rewards
 
@@ -460,11 +477,12 @@ class _MappedLayout:
             mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)  # the mapping keeps the file
+        buffer = np.frombuffer(mapping, dtype=np.uint8)
         return cls(
-            buffer=np.frombuffer(mapping, dtype=np.uint8),
+            buffer=buffer,
             mapping=mapping,
-            obs=_column(fields, 0),
-            act=_column(fields, 1),
+            obs=_column(buffer, fields, 0),
+            act=_column(buffer, fields, 1),
             returns=returns,
             rewards=rewards,
         )
@@ -473,8 +491,8 @@ class _MappedLayout:
         self, windows: LazyTrajectoryWindows, episode: np.ndarray, step: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Observations (B, K, D) float32 and actions of rows ``step`` (B, K) of ``episode`` (B,)."""
-        obs = self._rows(self.obs, episode, step).astype(np.float32, copy=False)
-        act = self._rows(self.act, episode, step)
+        obs = self.obs.gather(episode, step).astype(np.float32, copy=False)
+        act = self.act.gather(episode, step)
         act = (
             act.astype(np.int64).reshape(step.shape)
             if windows.discrete
@@ -482,30 +500,13 @@ class _MappedLayout:
         )
         # A page fault maps up to 64 KiB around the page (Linux's fault-around): count that per
         # window and array, so the resident bytes stay under the bound.
-        row_bytes = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in (self.obs, self.act))
+        row_bytes = self.obs.row_bytes + self.act.row_bytes
         windows._touched += len(episode) * (step.shape[1] * row_bytes + 2 * _FAULT_AROUND)
         if windows._touched > windows.cache_bytes and len(self.buffer) > windows.cache_bytes:
             # Drop this process's mapped pages (the page cache keeps the file's bytes).
             self.mapping.madvise(mmap.MADV_DONTNEED)
             windows._touched = 0
-        return obs, act.reshape(*step.shape, *act.shape[2:])
-
-    def _rows(
-        self, column: tuple[np.ndarray, np.dtype, tuple[int, ...]], episode: np.ndarray, step: np.ndarray
-    ) -> np.ndarray:
-        offsets, dtype, shape = column
-        row = math.prod(shape) * dtype.itemsize
-        start = offsets[episode][:, None] + step * row  # (B, K) byte offset of each row
-        return self._row_views[row][start].view(dtype).reshape(*step.shape, *shape)
-
-    def __post_init__(self) -> None:
-        # Row i of view[n] is the n bytes from byte i: one fancy index then copies every row.
-        self._row_views = {
-            math.prod(shape) * dtype.itemsize: np.lib.stride_tricks.sliding_window_view(
-                self.buffer, math.prod(shape) * dtype.itemsize
-            )
-            for _, dtype, shape in (self.obs, self.act)
-        }
+        return obs, act
 
 
 def _fields(raw: tuple[RawRead, ...]) -> list[tuple[int, np.dtype, tuple[int, ...]]]:
@@ -513,10 +514,13 @@ def _fields(raw: tuple[RawRead, ...]) -> list[tuple[int, np.dtype, tuple[int, ..
     return [(read.offset + at, dtype, shape) for read in raw for at, dtype, shape in read.views]
 
 
-def _column(fields: list, j: int) -> tuple[np.ndarray, np.dtype, tuple[int, ...]]:
-    """Field j of every episode: (E,) offsets, and the one dtype and row shape they share."""
+def _column(buffer: np.ndarray, fields: list, j: int) -> _Column:
+    """Field j of every episode, which must share one dtype and row shape."""
     kinds = {(f[j][1], f[j][2][1:]) for f in fields}
     if len(kinds) != 1:
         raise ConfigError(f"episodes store field {_FIELDS[j]!r} with different dtypes or shapes: {kinds}")
-    dtype, row_shape = kinds.pop()
-    return np.array([f[j][0] for f in fields], dtype=np.int64), dtype, row_shape
+    dtype, shape = kinds.pop()
+    row_bytes = math.prod(shape) * dtype.itemsize
+    offsets = np.array([f[j][0] for f in fields], dtype=np.int64)
+    rows = np.lib.stride_tricks.sliding_window_view(buffer, row_bytes)
+    return _Column(offsets, dtype, shape, row_bytes, rows)
