@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import h5py
 import lightning as L
 import numpy as np
@@ -99,3 +102,13 @@ def require_kernel(package: str, module: str, what: str) -> None:
     """Skip the calling test unless ``package`` is installed and its compiled ``module`` imports."""
     if importlib.util.find_spec(package) is None or probe(module) is None:
         pytest.skip(f"{what} is not importable")
+
+
+@contextlib.contextmanager
+def registered_env(env_id: str, entry_point: Any) -> Iterator[str]:
+    """``env_id`` registered with gymnasium for the duration of the block, then removed."""
+    gym.register(id=env_id, entry_point=entry_point)
+    try:
+        yield env_id
+    finally:
+        del gym.registry[env_id]

@@ -19,7 +19,7 @@ from lit_seqrl.agents.dtqn import DTQNAgent, double_dqn_targets, intermediate_q_
 from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
 from lit_seqrl.cli import run_evaluate
 from lit_seqrl.registry import list_backbones
-from tests.helpers import quiet_trainer
+from tests.helpers import quiet_trainer, registered_env
 
 TINY = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
 BACKBONES = {
@@ -347,10 +347,8 @@ class FlagEnv(gym.Env):
 
 @pytest.fixture
 def flag_env() -> Iterator[str]:
-    env_id = "lit_seqrl_test/Flag-v0"
-    gym.register(id=env_id, entry_point=FlagEnv)
-    yield env_id
-    del gym.registry[env_id]
+    with registered_env("lit_seqrl_test/Flag-v0", FlagEnv) as env_id:
+        yield env_id
 
 
 def test_evaluation_reports_the_envs_success_flag(flag_env: str) -> None:

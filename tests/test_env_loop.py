@@ -14,6 +14,7 @@ from lit_seqrl.data.env_loop import FunctionPolicy, episode_success, success_rat
 from lit_seqrl.data.online import EnvCollector
 from lit_seqrl.data.replay import EpisodicReplay
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
+from tests.helpers import registered_env
 
 
 class NoFlagEnv(gym.Env):
@@ -32,10 +33,8 @@ class NoFlagEnv(gym.Env):
 
 @pytest.fixture
 def no_flag_env() -> Iterator[str]:
-    env_id = "lit_seqrl_test/NoFlag-v0"
-    gym.register(id=env_id, entry_point=NoFlagEnv)
-    yield env_id
-    del gym.registry[env_id]
+    with registered_env("lit_seqrl_test/NoFlag-v0", NoFlagEnv) as env_id:
+        yield env_id
 
 
 def test_success_is_the_envs_own_flag_or_unknown() -> None:
