@@ -135,10 +135,32 @@ def fitted(traced, tmp_path_factory):
             max_epochs=2, default_root_dir=root, callbacks=[recorder], limit_val_batches=1
         )
         trainer.fit(agent, datamodule=dm)
-        # Saved explicitly: last.ckpt is the state at the last improvement of val/loss, not the final one.
-        ckpt = str(root / "final.ckpt")
-        trainer.save_checkpoint(ckpt)
-        yield agent, dm, recorder, ckpt
+        (ckpt,) = root.rglob("last.ckpt")
+        yield agent, dm, recorder, str(ckpt)
+
+
+class _NeverImproves(DecisionAgent):
+    """Logs a validation loss that rises with the step, so only the first validation is the best."""
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.log("val/loss", float(self.global_step))
+
+
+def test_last_checkpoint_holds_the_final_weights_not_the_best(traced, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(traced[0]))
+    dm = OfflineTrajectoryDataModule(
+        DATASET, context_len=5, batch_size=16, windows_per_epoch=128, val_fraction=0.2, val_windows=16
+    )
+    agent = _NeverImproves(backbone=TINY, eval_episodes=0, target_returns=[-300.0], data_spec=dm.data_spec())
+    trainer = quiet_trainer(max_steps=8, val_check_interval=4, limit_val_batches=1, default_root_dir=tmp_path)
+    trainer.fit(agent, datamodule=dm)
+    (best,) = tmp_path.rglob("best-*.ckpt")
+    assert torch.load(best, weights_only=False)["global_step"] == 4
+    (last,) = tmp_path.rglob("last.ckpt")
+    state = torch.load(last, weights_only=False)
+    assert state["global_step"] == 8
+    for name, value in agent.state_dict().items():
+        torch.testing.assert_close(state["state_dict"][name], value, msg=name)
 
 
 def test_each_epoch_of_a_fit_draws_new_windows(fitted):

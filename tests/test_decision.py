@@ -131,11 +131,24 @@ def test_return_to_go_is_decremented_by_scaled_rewards():
     policy.reset(np.ones(2, dtype=bool))
     policy.act(np.zeros((2, 3), dtype=np.float32))
     policy.observe(np.array([-10.0, -20.0]))
-    torch.testing.assert_close(policy.rtg, torch.tensor([-1.4, -1.3]))
+    torch.testing.assert_close(policy.rtg.float(), torch.tensor([-1.4, -1.3]))
     delayed = DecisionPolicy(_agent({**PENDULUM, "delayed_reward": True}), target_return=-150.0)
     delayed.reset(np.ones(2, dtype=bool))
     delayed.observe(np.array([-10.0, -20.0]))
-    torch.testing.assert_close(delayed.rtg, torch.tensor([-1.5, -1.5]))
+    torch.testing.assert_close(delayed.rtg.float(), torch.tensor([-1.5, -1.5]))
+
+
+def test_discounted_return_to_go_does_not_drift_on_long_episodes():
+    """Rewards r_t = x_t - gamma x_{t+1} keep the exact return-to-go on the bounded path x. Each
+    (rtg - r) / gamma multiplies the rounding error by 1 / gamma (1.4e9 over 200 steps at
+    gamma = 0.9), so float32 arithmetic leaves x far behind; float64 stays within 1e-6."""
+    gamma, steps = 0.9, 200
+    x = np.random.default_rng(0).uniform(1.0, 2.0, size=steps + 1)
+    policy = DecisionPolicy(_agent({**PENDULUM, "gamma": gamma, "reward_scale": 1.0}), float(x[0]))
+    policy.reset(np.ones(2, dtype=bool))
+    for t in range(steps):
+        policy.observe(np.full(2, x[t] - gamma * x[t + 1]))
+    np.testing.assert_allclose(policy.rtg.cpu().numpy(), x[-1], rtol=1e-6)
 
 
 def test_bad_agent_options_are_clear_errors():

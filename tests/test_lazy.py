@@ -13,9 +13,15 @@ from torch.utils.data import DistributedSampler
 
 from lit_seqrl.data import OfflineTrajectoryDataModule
 from lit_seqrl.data.episodes import Episode, load_offline_dataset
-from lit_seqrl.data.lazy import LazyTrajectoryWindows, scan_offline_dataset, streaming_obs_stats
+from lit_seqrl.data.lazy import (
+    LazyTrajectoryWindows,
+    _column,
+    dataset_bytes,
+    scan_offline_dataset,
+    streaming_obs_stats,
+)
 from lit_seqrl.data.store import write_dataset
-from lit_seqrl.data.windows import TrajectoryWindows
+from lit_seqrl.data.windows import BlockDraws, TrajectoryWindows, draw_block_steps
 
 # Some shorter than K (padded windows); more than 10, so id order differs from the file's name order.
 LENGTHS = (3, 17, 9, 1, 30, 12, 6, 25, 4, 14, 8, 19)
@@ -139,6 +145,68 @@ def test_mapped_pages_are_dropped_within_the_cache_bound(stored):
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert 0 <= lazy._touched <= bound
     assert counting.drops >= 4
+
+
+def test_block_draws_stay_uniform_over_runs_and_local_within_one():
+    n_steps, blocks = 1000, BlockDraws(block_steps=100, active=3, run_windows=50)
+    steps = draw_block_steps(7, 2, np.arange(200_000), n_steps, blocks)
+    assert steps.min() >= 0 and steps.max() < n_steps
+    # Marginally uniform: each tenth of the steps gets a tenth of the draws (4000 runs x 3 picks).
+    share = np.bincount(steps // 100, minlength=10) / len(steps)
+    np.testing.assert_allclose(share, 0.1, atol=0.01)
+    assert np.bincount(steps % 100, minlength=100).min() > 0.7 * len(steps) / 100  # within a block too
+    runs = steps.reshape(-1, 50) // 100  # (runs, windows) block of each window
+    distinct = np.array([len(np.unique(r)) for r in runs])
+    assert distinct.max() <= 3 and distinct.mean() > 2  # 3 blocks a run (fewer on repeats)
+    assert len({tuple(np.unique(r)) for r in runs[:100]}) > 50  # and other blocks next run
+    again = draw_block_steps(7, 2, np.arange(200_000), n_steps, blocks)
+    other_epoch = draw_block_steps(7, 3, np.arange(200_000), n_steps, blocks)
+    assert np.array_equal(steps, again) and not np.array_equal(steps, other_epoch)
+
+
+def test_block_draws_read_the_same_windows_and_drop_pages_once_per_run(stored):
+    blocks = BlockDraws(block_steps=40, active=2, run_windows=16)
+    memory, lazy = _pair("test/lazy-cont-v0", blocks=blocks, cache_bytes=0)
+    lazy._open()
+    lazy._mapped.mapping = counting = _CountingMapping(lazy._mapped.mapping)
+    for first in range(0, 64, 8):  # batches of 8: two per run of 16 windows
+        a, b = memory.__getitems__(range(first, first + 8)), lazy.__getitems__(range(first, first + 8))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # Only at each new run, even with no cache at all (uniform draws would drop at every batch).
+    assert counting.drops == 4
+    n, total = 4, sum(LENGTHS)  # 148 steps in 4 blocks of 37
+    bounds = np.array([b * total // n for b in range(n + 1)])
+    blocks_read = np.searchsorted(bounds, memory.starts(range(64)), side="right") - 1
+    assert max(len(np.unique(r)) for r in blocks_read.reshape(4, 16)) <= 2
+
+
+def test_shuffle_buffer_sets_blocks_from_the_stored_bytes_per_step(stored):
+    kwargs = dict(context_len=4, batch_size=8, windows_per_epoch=32, val_windows=8, val_fraction=0.25)
+    dm = OfflineTrajectoryDataModule("test/lazy-cont-v0", data_mode="lazy", shuffle_buffer_mb=0.01, **kwargs)
+    dm.setup("fit")
+    blocks = dm.train_set.blocks
+    per_step = dataset_bytes("test/lazy-cont-v0") / sum(LENGTHS)
+    assert blocks.block_steps == max(4, int(0.01 * 2**20 / blocks.active / per_step))
+    plain = OfflineTrajectoryDataModule("test/lazy-cont-v0", data_mode="lazy", **kwargs)
+    plain.setup("fit")
+    assert plain.train_set.blocks is None
+    with pytest.raises(ValueError, match="shuffle_buffer_mb"):
+        OfflineTrajectoryDataModule("test/lazy-cont-v0", shuffle_buffer_mb=-1)
+
+
+@pytest.mark.parametrize("offsets", [(8, 60), (3, 61)], ids=["aligned", "unaligned"])
+def test_mapped_columns_read_rows_at_any_alignment(offsets):
+    """Rows are indexed as whole elements when every episode starts at one alignment, else as bytes."""
+    rows = [np.arange(12, dtype=np.float32).reshape(4, 3) + 100 * e for e in range(2)]  # 2 episodes x 4 rows
+    buffer = np.zeros(128, dtype=np.uint8)
+    for at, r in zip(offsets, rows, strict=True):
+        buffer[at : at + r.nbytes] = r.view(np.uint8).reshape(-1)
+    fields = [[(at, np.dtype(np.float32), (4, 3))] for at in offsets]
+    column = _column(buffer, fields, 0)
+    assert column.row_units == (3 if offsets == (8, 60) else 12)
+    episode, step = np.array([1, 0, 1]), np.array([[0, 1], [2, 3], [3, 3]])
+    expected = np.stack([rows[e][s] for e, s in zip(episode, step, strict=True)])
+    np.testing.assert_array_equal(column.gather(episode, step), expected)
 
 
 def _without_offsets(lazy: LazyTrajectoryWindows) -> LazyTrajectoryWindows:

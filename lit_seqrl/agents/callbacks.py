@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lit_seqrl.errors import ConfigError
 
-__all__ = ["NonFiniteLossError", "RNGStateCheckpoint", "StopOnNonFiniteLoss"]
+__all__ = ["LatestCheckpoint", "NonFiniteLossError", "RNGStateCheckpoint", "StopOnNonFiniteLoss"]
 
 
 class NonFiniteLossError(ConfigError):
@@ -96,6 +96,41 @@ class RNGStateCheckpoint(Callback):
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LatestCheckpoint(Callback):
+    """Keep ``last.ckpt`` at the newest weights: every ``every_n_train_steps`` steps (0: never),
+    after every validation, and when fit ends.
+
+    Lightning's ``save_last`` refreshes ``last.ckpt`` only when its ModelCheckpoint writes a top-k
+    checkpoint, so beside a monitored best-model checkpoint it would hold the weights of the last
+    improvement, not the final ones that ``evaluate --ckpt_path …/last.ckpt`` and ``--ckpt_path
+    last`` expect. The file goes to ``checkpoint``'s folder, and ``checkpoint.last_model_path``
+    points at it.
+    """
+
+    def __init__(self, checkpoint: ModelCheckpoint, every_n_train_steps: int = 0) -> None:
+        self.checkpoint, self.every = checkpoint, every_n_train_steps
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.every > 0 and trainer.global_step % self.every == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        folder = self.checkpoint.dirpath
+        if trainer.fast_dev_run or folder is None or trainer.global_step == self._saved_step:
+            return
+        path = Path(folder) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)  # every rank calls it; only rank 0 writes
+        self.checkpoint.last_model_path, self._saved_step = str(path), trainer.global_step
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str | None:

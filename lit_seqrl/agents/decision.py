@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lit_seqrl.agents.base import SeqRLAgent, adamw, lr_factor, param_groups
-from lit_seqrl.agents.callbacks import RNGStateCheckpoint, StopOnNonFiniteLoss
+from lit_seqrl.agents.callbacks import LatestCheckpoint, RNGStateCheckpoint, StopOnNonFiniteLoss
 from lit_seqrl.agents.decision_policy import DecisionPolicy
 from lit_seqrl.data.scores import normalized_score
 from lit_seqrl.errors import ConfigError
@@ -327,10 +327,6 @@ class DecisionAgent(SeqRLAgent):
     # ----------------------------------------------------------------- evaluation
     def configure_callbacks(self) -> list[Callback]:
         hp = self.hparams
-        every = hp.get("checkpoint_every_n_steps")
-        # Both checkpoint callbacks then refresh one last.ckpt: with version counters, whichever
-        # saves second would write last-v1.ckpt beside it.
-        best = {"save_last": True, "filename": "best-{step}", "enable_version_counter": not every}
         callbacks: list[Callback] = [StopOnNonFiniteLoss(), RNGStateCheckpoint()]
         if hp.eval_episodes >= 1:
             callbacks.append(RolloutEvaluation(episodes=hp.eval_episodes, num_envs=hp.eval_num_envs))
@@ -339,14 +335,9 @@ class DecisionAgent(SeqRLAgent):
         if not self.trainer.checkpoint_callbacks:
             return callbacks
         monitor = ("val/loss", "min") if hp.eval_episodes < 1 else ("eval/return", "max")
-        callbacks.append(ModelCheckpoint(monitor=monitor[0], mode=monitor[1], **best))
-        if every:  # after the best-model one, which stays trainer.checkpoint_callback
-            callbacks.append(
-                ModelCheckpoint(
-                    every_n_train_steps=every, save_top_k=0, save_last=True, enable_version_counter=False
-                )
-            )
-        return callbacks
+        best = ModelCheckpoint(monitor=monitor[0], mode=monitor[1], filename="best-{step}")
+        every = hp.get("checkpoint_every_n_steps") or 0
+        return [*callbacks, best, LatestCheckpoint(best, every_n_train_steps=every)]
 
     def default_target_returns(self) -> list[float]:
         targets = self.hparams.target_returns or self.spec.get("target_returns")

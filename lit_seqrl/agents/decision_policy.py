@@ -77,7 +77,9 @@ class DecisionPolicy:
     def _allocate(self, m: int) -> None:
         dev, K = self.device, self.K
         self.m = m
-        self.rtg = torch.full((m,), self.target, device=dev)  # (M) scaled return-to-go now
+        # float64: (rtg - r) / gamma multiplies rounding by 1/gamma every step, and in float32
+        # that drifts visibly within a few hundred steps at gamma = 0.9.
+        self.rtg = torch.full((m,), self.target, device=dev, dtype=torch.float64)  # (M) scaled
         self.t = torch.zeros(m, dtype=torch.long, device=dev)  # (M) step within the episode
         act_shape = (m, K) if self.discrete else (m, K, self.act_dim)
         if self.mode == "window":
@@ -141,7 +143,7 @@ class DecisionPolicy:
 
     def _act_recurrent(self, o: Tensor) -> Tensor:
         agent, bb = self.agent, self.agent.backbone
-        for token in agent.embed_step(o, self.rtg[:, None], self.t, self.prev_action, self.has_prev):
+        for token in agent.embed_step(o, self.rtg[:, None].float(), self.t, self.prev_action, self.has_prev):
             h, self.state = bb.step(token, self.state)
         action = self._to_action(agent.predict(h))
         if agent.hparams.token_layout == "interleaved":
@@ -151,6 +153,6 @@ class DecisionPolicy:
 
     def observe(self, rewards: np.ndarray) -> None:
         if self.decrement:
-            r = torch.as_tensor(rewards, dtype=torch.float32, device=self.device) * self.scale
+            r = torch.as_tensor(rewards, dtype=torch.float64, device=self.device) * self.scale
             self.rtg = (self.rtg - r) / self.gamma
         self.t += 1

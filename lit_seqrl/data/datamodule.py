@@ -20,7 +20,13 @@ from lit_seqrl.data.lazy import (
     streaming_obs_stats,
 )
 from lit_seqrl.data.scores import reference_for
-from lit_seqrl.data.windows import TrajectoryWindows, collate_windows, observation_stats, split_episodes
+from lit_seqrl.data.windows import (
+    BlockDraws,
+    TrajectoryWindows,
+    collate_windows,
+    observation_stats,
+    split_episodes,
+)
 from lit_seqrl.errors import ConfigError
 
 
@@ -50,6 +56,13 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         lazy_above_mb: size on disk above which ``"auto"`` reads lazily.
         cache_mb: lazy mode's cache of decoded episodes, per process (each DataLoader worker and
             each DDP rank has its own).
+        shuffle_buffer_mb: 0 (default) draws every window from anywhere in the data. Above 0,
+            windows are drawn like a shuffle buffer (:class:`~lit_seqrl.data.windows.BlockDraws`):
+            each run of 4096 windows comes from 8 random blocks of consecutive episodes that
+            together hold about this many MiB of the stored file. Every step stays equally
+            likely over many runs, and lazy mode reads only those blocks at a time: use it when
+            the data is much larger than ``cache_mb`` (uniform draws then re-read pages from
+            all over the file, at about a third of in-memory speed). Same windows in both modes.
     """
 
     def __init__(
@@ -71,6 +84,7 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
         data_mode: str = "auto",
         lazy_above_mb: float = 1024.0,
         cache_mb: float = 256.0,
+        shuffle_buffer_mb: float = 0.0,
     ) -> None:
         super().__init__()
         if context_len < 1:
@@ -87,8 +101,10 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             raise ConfigError(f"gamma must be in (0, 1], got {gamma}")
         if data_mode not in ("auto", "memory", "lazy"):
             raise ConfigError(f"data_mode must be 'auto', 'memory' or 'lazy', got {data_mode!r}")
-        if cache_mb < 0:
-            raise ConfigError(f"cache_mb must be >= 0, got {cache_mb}")
+        if cache_mb < 0 or shuffle_buffer_mb < 0:
+            raise ConfigError(
+                f"cache_mb and shuffle_buffer_mb must be >= 0, got {cache_mb}, {shuffle_buffer_mb}"
+            )
         self.save_hyperparameters()
         # Dims are known before any data is generated, so the agent can be configured early.
         self.info = describe_dataset(dataset)
@@ -120,9 +136,24 @@ class OfflineTrajectoryDataModule(L.LightningDataModule):
             delayed_reward=hp.delayed_reward,
             reward_scale=hp.reward_scale,
             start_at_episode_start=hp.start_at_episode_start,
+            blocks=self._block_draws(),
         )
         self.train_set = self._windows(train_eps, hp.windows_per_epoch, hp.seed, common)
         self.val_set = self._windows(val_eps, hp.val_windows, hp.seed + 1, common) if val_eps else None
+
+    def _block_draws(self) -> BlockDraws | None:
+        """``shuffle_buffer_mb`` as blocks of steps, from the stored file's bytes per step."""
+        mb = self.hparams.shuffle_buffer_mb
+        if not mb:
+            return None
+        assert self.data is not None
+        size = dataset_bytes(self.hparams.dataset)
+        if size is None:
+            raise ConfigError(
+                f"shuffle_buffer_mb needs a stored dataset; {self.hparams.dataset!r} has no file"
+            )
+        steps = sum(ep.length for ep in self.data.episodes)
+        return BlockDraws.holding(mb * 2**20, size / steps, min_steps=self.hparams.context_len)
 
     def _reads_lazily(self) -> bool:
         mode = self.hparams.data_mode

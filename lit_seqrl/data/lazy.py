@@ -31,7 +31,7 @@ import torch
 
 from lit_seqrl.data.episodes import OfflineDataset, check_spaces, dataset_env_id, reference_scores
 from lit_seqrl.data.paths import DatasetNotFoundError, find_data_path, missing_message
-from lit_seqrl.data.windows import Batch, WindowSampler, delay_rewards, returns_to_go
+from lit_seqrl.data.windows import Batch, BlockDraws, WindowSampler, delay_rewards, returns_to_go
 from lit_seqrl.errors import ConfigError
 
 __all__ = [
@@ -293,8 +293,9 @@ class LazyTrajectoryWindows(WindowSampler):
         seed: int = 0,
         start_at_episode_start: bool = False,
         cache_bytes: int = 64 * 2**20,
+        blocks: BlockDraws | None = None,
     ) -> None:
-        super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start)
+        super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start, blocks)
         if cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self.path = Path(path)
@@ -318,6 +319,7 @@ class LazyTrajectoryWindows(WindowSampler):
         self._cached_bytes = 0
         self._mapped: _MappedLayout | None = None
         self._touched = 0  # bytes of the mapping touched since pages were last dropped
+        self._run = -1  # with block draws: the newest run of windows read
 
     def __getstate__(self) -> dict[str, Any]:  # a worker gets no open handle and an empty cache
         state = dict(self.__dict__)
@@ -405,10 +407,15 @@ class LazyTrajectoryWindows(WindowSampler):
         mask = np.arange(k)[None, :] >= (k - real)  # (B, K)
         step = np.where(mask, step, 0)  # (B, K) any valid row for padding, zeroed below
         if self._mapped is not None:
+            if self.blocks is not None:  # a new run reads other blocks: let the last run's go
+                run = int(np.max(indices)) // self.blocks.run_windows
+                if run != self._run:
+                    self._mapped.drop()
+                    self._run = run
             obs, act = self._mapped.gather(self, episode, step)
             rows = self.begins[episode][:, None] + step  # (B, K) global steps
             rtg_all, rew_all = self._mapped.returns, self._mapped.rewards
-            self.reads += len(np.unique(episode))
+            self.reads += 1 + int(np.count_nonzero(np.diff(np.sort(episode))))  # distinct episodes
         else:
             # The batch's distinct episodes side by side, then the same gathers as in memory.
             unique, which = np.unique(episode, return_inverse=True)  # (U,), (B,)
@@ -438,15 +445,16 @@ _FAULT_AROUND = 64 * 2**10
 class _Column:
     """One stored field of every episode in the mapped file: where its rows start, and how to read one."""
 
-    offsets: np.ndarray  # (E,) byte offset of each episode's first row
+    offsets: np.ndarray  # (E,) offset of each episode's first row, in units of `rows`' elements
     dtype: np.dtype  # as stored
     shape: tuple[int, ...]  # of one row
     row_bytes: int
-    rows: np.ndarray  # (file bytes - row_bytes + 1, row_bytes) view: row i = the bytes from byte i
+    row_units: int  # elements of `rows` per row
+    rows: np.ndarray  # (units - row_units + 1, row_units) view: row i = the elements from unit i
 
     def gather(self, episode: np.ndarray, step: np.ndarray) -> np.ndarray:
         """Rows ``step`` (B, K) of ``episode`` (B,), as stored: (B, K, *shape); one fancy index."""
-        start = self.offsets[episode][:, None] + step * self.row_bytes  # (B, K)
+        start = self.offsets[episode][:, None] + step * self.row_units  # (B, K)
         return self.rows[start].view(self.dtype).reshape(*step.shape, *self.shape)
 
 
@@ -498,15 +506,19 @@ class _MappedLayout:
             if windows.discrete
             else act.astype(np.float32, copy=False)
         )
-        # A page fault maps up to 64 KiB around the page (Linux's fault-around): count that per
-        # window and array, so the resident bytes stay under the bound.
-        row_bytes = self.obs.row_bytes + self.act.row_bytes
-        windows._touched += len(episode) * (step.shape[1] * row_bytes + 2 * _FAULT_AROUND)
-        if windows._touched > windows.cache_bytes and len(self.buffer) > windows.cache_bytes:
-            # Drop this process's mapped pages (the page cache keeps the file's bytes).
-            self.mapping.madvise(mmap.MADV_DONTNEED)
-            windows._touched = 0
+        if windows.blocks is None:  # block draws bound what is touched by themselves
+            # A page fault maps up to 64 KiB around the page (Linux's fault-around): count that
+            # per window and array, so the resident bytes stay under the bound.
+            row_bytes = self.obs.row_bytes + self.act.row_bytes
+            windows._touched += len(episode) * (step.shape[1] * row_bytes + 2 * _FAULT_AROUND)
+            if windows._touched > windows.cache_bytes and len(self.buffer) > windows.cache_bytes:
+                self.drop()
+                windows._touched = 0
         return obs, act
+
+    def drop(self) -> None:
+        """Unmap this process's pages of the file (the OS page cache keeps its bytes)."""
+        self.mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _fields(raw: tuple[RawRead, ...]) -> list[tuple[int, np.dtype, tuple[int, ...]]]:
@@ -522,5 +534,10 @@ def _column(buffer: np.ndarray, fields: list, j: int) -> _Column:
     dtype, shape = kinds.pop()
     row_bytes = math.prod(shape) * dtype.itemsize
     offsets = np.array([f[j][0] for f in fields], dtype=np.int64)
-    rows = np.lib.stride_tricks.sliding_window_view(buffer, row_bytes)
-    return _Column(offsets, dtype, shape, row_bytes, rows)
+    # Every episode's rows at one alignment (as HDF5 lays them out): index whole elements,
+    # itemsize times fewer than bytes; otherwise index bytes.
+    unit = dtype.itemsize if len(np.unique(offsets % dtype.itemsize)) == 1 else 1
+    first = int(offsets[0] % unit)
+    units = buffer[first : first + (len(buffer) - first) // unit * unit].view(dtype if unit > 1 else np.uint8)
+    rows = np.lib.stride_tricks.sliding_window_view(units, row_bytes // unit)
+    return _Column((offsets - first) // unit, dtype, shape, row_bytes, row_bytes // unit, rows)

@@ -9,6 +9,7 @@ dataset is map-style: a DistributedSampler can shard it and a resumed run sees t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,9 +19,11 @@ from lit_seqrl.data.episodes import Episode
 from lit_seqrl.errors import ConfigError
 
 __all__ = [
+    "BlockDraws",
     "TrajectoryWindows",
     "collate_windows",
     "delay_rewards",
+    "draw_block_steps",
     "draw_steps",
     "observation_stats",
     "returns_to_go",
@@ -92,9 +95,37 @@ def split_episodes(
     return train, val
 
 
+@dataclass(frozen=True)
+class BlockDraws:
+    """Draw windows block by block, like a shuffle buffer, instead of from anywhere in the data.
+
+    The steps are cut into blocks of about ``block_steps`` consecutive steps. Each run of
+    ``run_windows`` window indices (a *run*) draws from ``active`` blocks picked at random for
+    that run, each window from one of them uniformly, so over many runs every step is as likely
+    as with uniform draws, while within a run only ``active`` blocks are read. Lazy mode relies
+    on it to read a bounded part of the file at a time (see ``shuffle_buffer_mb`` of the data
+    module); windows close together in a run come from the same blocks.
+    """
+
+    block_steps: int
+    active: int = 8
+    run_windows: int = 4096
+
+    def __post_init__(self) -> None:
+        if min(self.block_steps, self.active, self.run_windows) < 1:
+            raise ConfigError(f"BlockDraws needs positive sizes, got {self}")
+
+    @classmethod
+    def holding(cls, buffer_bytes: float, bytes_per_step: float, min_steps: int = 1) -> BlockDraws:
+        """Blocks sized so that the ``active`` ones together hold about ``buffer_bytes``."""
+        block_steps = int(buffer_bytes / cls.active / bytes_per_step)
+        return cls(block_steps=max(block_steps, min_steps))
+
+
 class WindowSampler(Dataset):
     """What every window dataset shares: its arguments, and the deterministic draw of a start step
-    per ``(seed, epoch, index)``. Subclasses set ``num_steps`` and map a drawn step to a window."""
+    per ``(seed, epoch, index)``. Subclasses set ``num_steps`` and map a drawn step to a window.
+    With ``blocks``, start steps are drawn block by block (:class:`BlockDraws`)."""
 
     def __init__(
         self,
@@ -103,6 +134,7 @@ class WindowSampler(Dataset):
         num_windows: int,
         seed: int,
         start_at_episode_start: bool,
+        blocks: BlockDraws | None = None,
     ) -> None:
         if context_len < 1:
             raise ConfigError(f"context_len (K) must be >= 1, got {context_len}")
@@ -114,6 +146,7 @@ class WindowSampler(Dataset):
         self.num_windows = num_windows
         self.seed = seed
         self.start_at_episode_start = start_at_episode_start
+        self.blocks = blocks
         self.epoch = 0
         self.num_steps = 0  # set by the subclass: all steps of all episodes
 
@@ -139,6 +172,8 @@ class WindowSampler(Dataset):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_windows):
             raise IndexError(f"window index out of range [0, {self.num_windows})")
+        if self.blocks is not None:
+            return draw_block_steps(self.seed, self.epoch, idx, self.num_steps, self.blocks)
         return draw_steps(self.seed, self.epoch, idx, self.num_steps)
 
     def __getitem__(self, index: int) -> Batch:
@@ -176,8 +211,9 @@ class TrajectoryWindows(WindowSampler):
         reward_scale: float = 1.0,
         seed: int = 0,
         start_at_episode_start: bool = False,
+        blocks: BlockDraws | None = None,
     ) -> None:
-        super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start)
+        super().__init__(episodes, context_len, num_windows, seed, start_at_episode_start, blocks)
 
         # Flat arrays over all steps, built once, so fetching a batch is a few fancy-index gathers.
         rewards = [delay_rewards(ep.rewards) if delayed_reward else ep.rewards for ep in episodes]
@@ -229,13 +265,37 @@ def draw_steps(seed: int, epoch: int, indices: np.ndarray, num_steps: int) -> np
 
     Shared by the in-memory and the lazy window datasets, so both draw the same windows.
     """
+    draws = _splitmix64(_key(seed, epoch) ^ _u64(indices))  # (B,) uniform 64-bit
+    # Modulo bias is below num_steps / 2**64: negligible.
+    return (draws % np.uint64(num_steps)).astype(np.int64)
+
+
+def draw_block_steps(
+    seed: int, epoch: int, indices: np.ndarray, num_steps: int, blocks: BlockDraws
+) -> np.ndarray:
+    """Start steps drawn block by block (:class:`BlockDraws`), a pure function of (seed, epoch,
+    index): (B,) -> (B,) int64 in [0, num_steps)."""
+    key, idx = _key(seed, epoch), _u64(indices)
+    n_blocks = max(1, -(-num_steps // blocks.block_steps))
+    active = np.uint64(blocks.active)
+    draws = _splitmix64(key ^ idx)  # (B,) 64 random bits: the slot from the low ones, the step from the rest
+    run = idx // np.uint64(blocks.run_windows)  # (B,)
+    block = _splitmix64(key ^ _SALT_BLOCK ^ (run * active + draws % active)) % np.uint64(n_blocks)
+    # Equal blocks up to one step: block b is steps [b N / n, (b + 1) N / n).
+    block = block.astype(np.int64)
+    lo, hi = block * num_steps // n_blocks, (block + 1) * num_steps // n_blocks  # (B,), (B,)
+    return lo + ((draws // active) % (hi - lo).astype(np.uint64)).astype(np.int64)
+
+
+def _key(seed: int, epoch: int) -> np.ndarray:
     # 1-element arrays, not numpy scalars: array arithmetic wraps silently, scalar math warns.
     seed_a = np.array([seed % 2**64], dtype=np.uint64)
     epoch_a = np.array([epoch % 2**64], dtype=np.uint64)
-    key = _splitmix64(_splitmix64(seed_a) ^ epoch_a)  # (1,)
-    draws = _splitmix64(key ^ np.asarray(indices, dtype=np.int64).astype(np.uint64))  # (B,) uniform 64-bit
-    # Modulo bias is below num_steps / 2**64: negligible.
-    return (draws % np.uint64(num_steps)).astype(np.int64)
+    return _splitmix64(_splitmix64(seed_a) ^ epoch_a)  # (1,)
+
+
+def _u64(indices: np.ndarray | Sequence[int]) -> np.ndarray:
+    return np.asarray(indices, dtype=np.int64).astype(np.uint64)
 
 
 def collate_windows(batch: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor]) -> Batch:
@@ -250,6 +310,7 @@ def collate_windows(batch: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, t
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_SALT_BLOCK = np.uint64(0xB10C4)  # the blocks of a run: a stream apart from the windows' draws
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
