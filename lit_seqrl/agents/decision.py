@@ -99,7 +99,7 @@ class DecisionAgent(SeqRLAgent):
         eval_num_envs: int = 10,
         checkpoint_every_n_steps: int | None = None,
         data_spec: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> None:  # pragma: no mutate block (mutmut's wrapper hides the args save_hyperparameters reads)
         super().__init__()
         if token_layout not in ("interleaved", "stacked"):
             raise ConfigError(f"token_layout must be 'interleaved' or 'stacked', got {token_layout!r}")

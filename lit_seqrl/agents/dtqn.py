@@ -141,7 +141,7 @@ class DTQNAgent(SeqRLAgent):
         eval_episodes: int = 0,
         eval_num_envs: int = 8,
         seed: int | None = None,
-    ) -> None:
+    ) -> None:  # pragma: no mutate block (mutmut's wrapper hides the args save_hyperparameters reads)
         super().__init__()
         if history not in ("context", "none"):
             raise ConfigError(f"history must be 'context' or 'none', got {history!r}")
