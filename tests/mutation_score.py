@@ -5,10 +5,11 @@ detected / checked, where "checked" leaves out mutants that were skipped or not 
 Mutants that no test reaches ("no tests") count as survivors: nothing would catch them.
 The last line reads ``RESULT mutation_kill_rate: <rate> % (goal >= 80)``.
 
-A full run takes hours on a few cores; a seeded random sample of each module's mutants gives an
-estimate (with its binomial standard error) in a fraction of that:
+A full run takes hours on a few cores; a seeded uniform sample of all mutants gives an estimate
+of the overall rate (with its binomial standard error) in a fraction of that:
 
-    mutmut run $(python tests/mutation_score.py --pick 30)   # 30 mutants per module
+    mutmut run "zzz*"                                       # generate mutants and map tests only
+    mutmut run $(python tests/mutation_score.py --pick 200)  # 200 mutants drawn at random
     python tests/mutation_score.py
 """
 
@@ -44,22 +45,17 @@ def results() -> list[tuple[str, str]]:
     return [(name, status) for name, sep, status in pairs if sep and name]
 
 
-def pick(per_module: int, seed: int) -> None:
-    """Print ``per_module`` randomly chosen mutant names of each module, for ``mutmut run``."""
-    by_module: dict[str, list[str]] = defaultdict(list)
-    for name, _ in results():
-        by_module[module_of(name)].append(name)
-    rng = random.Random(seed)
-    for module in sorted(by_module):
-        names = sorted(by_module[module])
-        print("\n".join(rng.sample(names, min(per_module, len(names)))))
+def pick(n: int, seed: int) -> None:
+    """Print ``n`` mutant names drawn uniformly at random from all of them, for ``mutmut run``."""
+    names = sorted(name for name, _ in results())
+    print("\n".join(random.Random(seed).sample(names, min(n, len(names)))))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pick", type=int, default=0, help="print N random mutant names per module")
+    parser.add_argument("--pick", type=int, default=0, help="print N mutant names drawn at random")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.pick:

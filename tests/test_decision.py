@@ -138,6 +138,22 @@ def test_return_to_go_is_decremented_by_scaled_rewards():
     torch.testing.assert_close(delayed.rtg.float(), torch.tensor([-1.5, -1.5]))
 
 
+def test_bounded_actions_map_to_the_box_and_unbounded_ones_stay_raw():
+    """tanh outputs in [-1, 1] map linearly onto [low, high] (asymmetric here); without bounds the
+    head's output is the action, unsquashed, and the loss reads raw actions."""
+    bounded = _agent({**PENDULUM, "act_dim": 2, "action_low": [-3.0, 0.0], "action_high": [1.0, 10.0]})
+    unit = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [0.5, -0.5]])
+    expected = torch.tensor([[-3.0, 0.0], [-1.0, 5.0], [1.0, 10.0], [0.0, 2.5]])
+    torch.testing.assert_close(bounded.denormalize_actions(unit), expected)
+    torch.testing.assert_close(bounded.normalize_actions(expected), unit)
+    free = _agent({**PENDULUM, "action_low": None, "action_high": None})
+    assert not free.squash and bounded.squash
+    h = torch.full((2, 1, 32), 5.0)
+    torch.nn.init.constant_(free.head.weight, 1.0)
+    torch.testing.assert_close(free.predict(h), free.head(h))  # no tanh: far outside [-1, 1]
+    assert free.predict(h).abs().min() > 1.0
+
+
 def test_discounted_return_to_go_does_not_drift_on_long_episodes():
     """Rewards r_t = x_t - gamma x_{t+1} keep the exact return-to-go on the bounded path x. Each
     (rtg - r) / gamma multiplies the rounding error by 1 / gamma (1.4e9 over 200 steps at

@@ -162,6 +162,9 @@ def test_block_draws_stay_uniform_over_runs_and_local_within_one():
     again = draw_block_steps(7, 2, np.arange(200_000), n_steps, blocks)
     other_epoch = draw_block_steps(7, 3, np.arange(200_000), n_steps, blocks)
     assert np.array_equal(steps, again) and not np.array_equal(steps, other_epoch)
+    for bad in ({"block_steps": 0}, {"block_steps": 10, "active": 0}, {"block_steps": 10, "run_windows": 0}):
+        with pytest.raises(ValueError, match="BlockDraws needs positive sizes"):
+            BlockDraws(**bad)
 
 
 def test_block_draws_read_the_same_windows_and_drop_pages_once_per_run(stored):
