@@ -213,6 +213,21 @@ def test_scan_module_without_compiled_extension_falls_back(kernels):
         selective_scan(u, delta, A, B, C, z=z, backend="cuda")
 
 
+def test_scan_kernel_returns_the_last_state_as_pytorch_does(kernels):
+    torch.manual_seed(0)
+    u, delta, z = torch.randn(3, 2, 8, 10).unbind(0)
+    A, B, C, D = -torch.rand(8, 4), torch.randn(2, 4, 10), torch.randn(2, 4, 10), torch.randn(8)
+    options = dict(D=D, z=z, delta_softplus=True, return_last_state=True)
+    kernels.force(True)
+    fast = selective_scan(u, delta, A, B, C, **options)
+    assert kernels.calls["selective_scan_fwd"] == 1
+    kernels.force(False)
+    slow = selective_scan(u, delta, A, B, C, **options)
+    assert isinstance(fast, tuple) and len(fast) == len(slow) == 2  # (out, last state)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
 @pytest.mark.parametrize(("name", "kwargs"), [("dc", {"window": 6}), ("mambadm", {"local_window": 6})])
 def test_conv_wider_than_four_falls_back(kernels, name, kwargs):
     torch.manual_seed(0)
