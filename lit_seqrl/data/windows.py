@@ -2,7 +2,8 @@
 
 A window is K consecutive steps of one episode, left-padded when the episode ends within
 K steps of the start (as the original Decision Transformer code pads), with a mask saying
-which rows are real. Windows are drawn as a pure function of (seed, epoch, index), so the
+which rows are real. Windows are drawn as a pure function of (seed, epoch, index), uniformly or
+block by block (:class:`BlockDraws`, a shuffle buffer for data larger than memory), so the
 dataset is map-style: a DistributedSampler can shard it and a resumed run sees the same data.
 """
 
