@@ -28,3 +28,8 @@ for n in 1 2 3; do
 done
 # 4. The rest of the backbone table.
 for n in 1 2 3; do experiment backbones --dataset "$MR" "$ME" "$MED" --seeds "$n"; done
+# 5. DT with twice the steps on medium-replay (the central claim's budget question), then BC and %BC there.
+for n in 1 2 3; do
+  python -m lit_seqrl experiment backbones --config configs/experiments/mujoco_hopper_8k.yaml \
+    --dataset "$MR" --variant DT BC "%BC (10%)" --seeds "$n" --out "$OUT-8k"
+done
