@@ -31,5 +31,5 @@ for n in 1 2 3; do experiment backbones --dataset "$MR" "$ME" "$MED" --seeds "$n
 # 5. DT with twice the steps on medium-replay (the central claim's budget question), then BC and %BC there.
 for n in 1 2 3; do
   python -m lit_seqrl experiment backbones --config configs/experiments/mujoco_hopper_8k.yaml \
-    --dataset "$MR" --variant DT BC "%BC (10%)" --seeds "$n" --out "$OUT-8k"
+    --dataset "$MR" --variant DT BC "%BC (10%)" --seeds "$n" --out "${OUT}_8k"
 done
