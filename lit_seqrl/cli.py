@@ -241,13 +241,9 @@ def run_backbones(argv: list[str]) -> None:
     pwidth = max((len(e.provider) for e in entries.values()), default=8)  # plugin names can be long
     print(f"{'name':<{width}}  {'provider':<{pwidth}}  class")
     for name, entry in entries.items():
-        variant = "".join(
-            f", {k}={v!r}" for k, v in entry.defaults.items()
-        )  # a registered variant's defaults
+        variant = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())  # a variant's defaults
         target = f"{entry.cls.__module__}.{entry.cls.__qualname__}"
-        print(
-            f"{name:<{width}}  {entry.provider:<{pwidth}}  {target}" + (f"({variant[2:]})" if variant else "")
-        )
+        print(f"{name:<{width}}  {entry.provider:<{pwidth}}  {target}" + (f"({variant})" if variant else ""))
 
 
 def _plot_parser() -> ArgumentParser:

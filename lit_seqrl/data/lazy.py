@@ -5,8 +5,8 @@ returns-to-go and rewards live in memory; observation and action rows are read f
 when a window needs them, through a memory map whose resident pages are bounded in bytes (or, for
 layouts HDF5 does not store as plain blocks, a cache of whole episodes). The windows are exactly
 those of the in-memory :class:`~lit_seqrl.data.windows.TrajectoryWindows` for the same episodes
-and seed: both draw start steps with :func:`~lit_seqrl.data.windows.draw_steps` and compute
-returns-to-go with the same arithmetic.
+and seed: both draw start steps through :class:`~lit_seqrl.data.windows.WindowSampler` (uniformly,
+or block by block) and compute returns-to-go with the same arithmetic.
 
 Under DDP every rank reads only the episodes of the windows its sampler hands it.
 """
