@@ -15,6 +15,7 @@ experiment runs on K stacked tokens.
     python benchmarks/backbone_speed.py                      # both sizes
     python benchmarks/backbone_speed.py --size experiment --rounds 3
     python benchmarks/backbone_speed.py --profile            # where a DMamba step's time goes
+    python benchmarks/backbone_speed.py --free-scan          # + the Mamba variants with a scan that costs nothing
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from lit_seqrl.backbones import s4_kernel
+from lit_seqrl.backbones import mamba, mamba2, s4_kernel
 from lit_seqrl.ops import selective_scan
 from lit_seqrl.registry import build_backbone
 
@@ -65,13 +67,53 @@ def previous_ops() -> Iterator[None]:
 BEFORE = ("DMamba", "MambaDM", "DS4")
 
 
+def _free_selective_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor, **_: Any
+) -> Tensor:
+    """A stand-in for the selective scan costing a few element-wise passes over ``(B, E, L)``,
+    with a gradient to every input, so the rest of the block runs forward and backward as usual."""
+    mix = (B.sum(1, keepdim=True) + C.sum(1, keepdim=True)) * A.sum()  # (B 1 L)
+    return (u * D[:, None] + delta + mix) * F.silu(z)
+
+
+def _free_ssd(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, *_: Any, D: Tensor, **__: Any
+) -> Tensor:
+    """The Mamba-2 counterpart of :func:`_free_selective_scan`: ``x (B L H P)``, ``dt (B L H)``."""
+    mix = (B.sum((-2, -1)) + C.sum((-2, -1)))[:, :, None, None] * A.sum()  # (B L 1 1)
+    return x * D[:, None] + dt[..., None] + mix
+
+
+@contextmanager
+def free_scan() -> Iterator[None]:
+    """Mamba's and Mamba-2's scans replaced by :func:`_free_selective_scan` / :func:`_free_ssd`:
+    the step time the rest of those blocks costs, i.e. what no faster scan can go below."""
+    saved = mamba.selective_scan, mamba2.ssd
+    mamba.selective_scan, mamba2.ssd = _free_selective_scan, _free_ssd
+    try:
+        yield
+    finally:
+        mamba.selective_scan, mamba2.ssd = saved
+
+
+#: ``--free-scan`` rows: the variants whose scan :func:`free_scan` replaces.
+FREE_SCAN = ("DMamba", "Mamba-2", "MambaDM")
+
+
 class Trainee:
     """One backbone with a linear head and its optimiser, on fixed inputs."""
 
     def __init__(
-        self, name: str, kwargs: dict[str, Any], d: int, layers: int, batch: int, L: int, before: bool = False
+        self,
+        name: str,
+        kwargs: dict[str, Any],
+        d: int,
+        layers: int,
+        batch: int,
+        L: int,
+        ops: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
-        self.before = before
+        self.ops = ops
         torch.manual_seed(0)
         self.backbone = build_backbone(name, d_model=d, n_layers=layers, **kwargs)
         self.head = nn.Linear(d, 1)
@@ -82,7 +124,7 @@ class Trainee:
         self.mask[: batch // 4, : L // 3] = False  # a quarter of the windows start mid-context
 
     def step(self) -> None:
-        with previous_ops() if self.before else nullcontext():
+        with self.ops():
             y = self.head(self.backbone(self.x, self.mask))
             loss = y.square().mean()
             self.opt.zero_grad(set_to_none=True)
@@ -90,7 +132,9 @@ class Trainee:
             self.opt.step()
 
 
-def measure(size: str, K: int, steps: int, rounds: int, before: bool = False) -> dict[str, float]:
+def measure(
+    size: str, K: int, steps: int, rounds: int, before: bool = False, free: bool = False
+) -> dict[str, float]:
     """Median ms per training step of every variant at ``size``, rounds interleaved."""
     d, layers, batch = SIZES[size]
     trainees = {
@@ -99,7 +143,11 @@ def measure(size: str, K: int, steps: int, rounds: int, before: bool = False) ->
     if before:
         for v in BEFORE:
             name, kw, per_step = VARIANTS[v]
-            trainees[f"{v} before"] = Trainee(name, kw, d, layers, batch, per_step * K, before=True)
+            trainees[f"{v} before"] = Trainee(name, kw, d, layers, batch, per_step * K, previous_ops)
+    if free:
+        for v in FREE_SCAN:
+            name, kw, per_step = VARIANTS[v]
+            trainees[f"{v} free scan"] = Trainee(name, kw, d, layers, batch, per_step * K, free_scan)
     for t in trainees.values():  # warm-up: first-call allocations, thread pools
         t.step()
     times: dict[str, list[float]] = {v: [] for v in trainees}
@@ -169,6 +217,11 @@ def main() -> None:
     )
     p.add_argument("--profile", action="store_true", help="only profile DMamba steps (no RESULT line)")
     p.add_argument("--before", action="store_true", help="also run the changed variants on the previous ops")
+    p.add_argument(
+        "--free-scan",
+        action="store_true",
+        help="also run the Mamba variants with a scan that costs nothing (the floor a faster scan can reach)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
@@ -179,18 +232,18 @@ def main() -> None:
     print(f"training step (fwd + bwd + AdamW), K={args.context}, CPU threads={torch.get_num_threads()}, "
           f"median of {args.rounds} rounds x {args.steps} steps")  # fmt: skip
     header = (
-        f"{'size':<12}{'variant':<16}{'backbone':<13}{'tokens':>7}{'ms/step':>10}{'steps/s':>9}{'vs DT':>8}"
+        f"{'size':<12}{'variant':<20}{'backbone':<13}{'tokens':>7}{'ms/step':>10}{'steps/s':>9}{'vs DT':>8}"
     )
     print(header)
     print("-" * len(header))
     worst: dict[str, tuple[float, str]] = {}
     for size in sizes:
-        ms = measure(size, args.context, args.steps, args.rounds, args.before)
+        ms = measure(size, args.context, args.steps, args.rounds, args.before, args.free_scan)
         for v, t in ms.items():
-            name, _, per_step = VARIANTS[v.removesuffix(" before")]
+            name, _, per_step = VARIANTS[v.removesuffix(" before").removesuffix(" free scan")]
             ratio = t / ms["DT"]
             print(
-                f"{size:<12}{v:<16}{name:<13}{per_step * args.context:>7}{t:>10.1f}{1e3 / t:>9.2f}{ratio:>7.2f}x"
+                f"{size:<12}{v:<20}{name:<13}{per_step * args.context:>7}{t:>10.1f}{1e3 / t:>9.2f}{ratio:>7.2f}x"
             )
             if v in VARIANTS and v != "DT" and ratio > worst.get(size, (0.0, ""))[0]:
                 worst[size] = (ratio, v)
