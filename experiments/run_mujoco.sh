@@ -33,3 +33,5 @@ for n in 1 2 3; do
   python -m lit_seqrl experiment backbones --config configs/experiments/mujoco_hopper_8k.yaml \
     --dataset "$MR" --variant DT BC "%BC (10%)" --seeds "$n" --out "${OUT}_8k"
 done
+python -m lit_seqrl experiment conditioning --config configs/experiments/mujoco_hopper_8k.yaml \
+  --dataset "$MR" --variant DT BC "%BC (10%)" --seeds 3 --out "${OUT}_8k"
