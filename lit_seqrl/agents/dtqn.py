@@ -66,6 +66,22 @@ def double_dqn_targets(
     return rewards + gamma * (1.0 - dones) * next_value
 
 
+def observation_bounds(space: gym.Space, env_id: str = "the environment") -> tuple[Tensor, Tensor]:
+    """``(low, high)`` of ``space`` flattened as the agents see it (one-hot for discrete parts).
+
+    Raises :class:`ConfigError` when a dimension is unbounded (nothing to scale it by).
+    """
+    flat = gym.spaces.flatten_space(space)
+    low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in (flat.low, flat.high))
+    bad = (~torch.isfinite(low) | ~torch.isfinite(high) | (high <= low)).nonzero().flatten().tolist()
+    if bad:
+        raise ConfigError(
+            f"obs_norm='bounds' needs finite bounds, but {env_id}'s observation dimensions {bad} "
+            f"have low {low[bad].tolist()} and high {high[bad].tolist()}; use obs_norm='none'"
+        )
+    return low, high
+
+
 def intermediate_q_loss(
     q: Tensor, actions: Tensor, targets: Tensor, mask: Tensor, kind: str = "mse"
 ) -> Tensor:
@@ -94,6 +110,10 @@ class DTQNAgent(SeqRLAgent):
             argument (KV cache) defaults to ``context_len``.
         context_len: history length K in training windows and when acting.
         pos_embedding: learned position embeddings added to the observation tokens.
+        obs_norm: ``"none"`` (the paper's: raw observations) or ``"bounds"``: each observation
+            dimension mapped from the observation space's ``[low, high]`` to ``[-1, 1]`` (needs
+            finite bounds; discrete parts are one-hot, already in ``[0, 1]``). Car Flag's velocity
+            lies in ``±0.07``, so unscaled it barely moves the embedding.
         d_model: width of the DQN MLP (``history: none``).
         batch_size, gamma, lr, weight_decay: as usual (Adam; AdamW when weight decay > 0).
         buffer_size: replay capacity in transitions.
@@ -120,6 +140,7 @@ class DTQNAgent(SeqRLAgent):
         backbone: dict[str, Any] | None = None,
         context_len: int = 50,
         pos_embedding: bool = True,
+        obs_norm: Literal["none", "bounds"] = "none",
         d_model: int = 128,
         batch_size: int = 32,
         gamma: float = 0.99,
@@ -149,6 +170,8 @@ class DTQNAgent(SeqRLAgent):
             raise ConfigError(f"loss must be 'mse' or 'huber', got {loss!r}")
         if context_len < 1:
             raise ConfigError(f"context_len must be >= 1, got {context_len}")
+        if obs_norm not in ("none", "bounds"):
+            raise ConfigError(f"obs_norm must be 'none' or 'bounds', got {obs_norm!r}")
         if act_mode not in ("recurrent", "window", None):
             raise ConfigError(f"act_mode must be 'window' or 'recurrent', got {act_mode!r}")
         spec = dict(backbone or DEFAULT_BACKBONE) if history == "context" else None
@@ -176,7 +199,10 @@ class DTQNAgent(SeqRLAgent):
             extra = {k: v for k, v in spec.items() if k not in ("name", "d_model")}
             encoder = build_backbone(spec["name"], d_model=width, **extra)
         self.context = context_len if spec is not None else 1  # DQN: one observation
-        self.q_net = QNetwork(self.obs_dim, self.n_actions, width, encoder, self.context, pos_embedding)
+        bounds = observation_bounds(self.obs_space, env_id) if obs_norm == "bounds" else None
+        self.q_net = QNetwork(
+            self.obs_dim, self.n_actions, width, encoder, self.context, pos_embedding, obs_bounds=bounds
+        )
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self._recent: deque[dict[str, float | None]] = deque(maxlen=20)  # recent training episodes
         self._collector: EnvCollector | None = None

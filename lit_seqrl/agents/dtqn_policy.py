@@ -54,6 +54,8 @@ class QNetwork(nn.Module):
         backbone: history encoder; None for DQN (no history, an MLP on each observation).
         context_len: longest history, the size of the position table.
         pos_embedding: add a learned embedding of the position in the history (DTQN; starts at zero).
+        obs_bounds: ``(low, high)`` of the flat observation: when given, every observation is
+            mapped affinely to ``[-1, 1]`` per dimension before the embedding (saved with the weights).
     """
 
     def __init__(
@@ -64,11 +66,24 @@ class QNetwork(nn.Module):
         backbone: Backbone | None,
         context_len: int,
         pos_embedding: bool,
+        obs_bounds: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         super().__init__()
         if backbone is not None and backbone.d_model != d_model:
             raise ValueError(f"backbone.d_model ({backbone.d_model}) != d_model ({d_model})")
         self.context_len = context_len
+        self.obs_center: Tensor | None
+        self.obs_halfwidth: Tensor | None
+        if obs_bounds is None:
+            self.obs_center = self.obs_halfwidth = None
+        else:
+            low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(obs_dim) for b in obs_bounds)
+            if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+                raise ConfigError(
+                    f"obs_bounds need finite low < high in every dimension, got {low} and {high}"
+                )
+            self.register_buffer("obs_center", (high + low) / 2)
+            self.register_buffer("obs_halfwidth", (high - low) / 2)
         self.embed = nn.Linear(obs_dim, d_model)
         self.pos = nn.Embedding(context_len, d_model) if pos_embedding and backbone is not None else None
         self.backbone = backbone
@@ -93,16 +108,22 @@ class QNetwork(nn.Module):
         L = obs.shape[1]
         if self.context_len < L and self.pos is not None:
             raise ValueError(f"history of {L} steps is longer than context_len={self.context_len}")
-        x = self.embed(obs)  # (B L D)
+        x = self.embed(self._scaled(obs))  # (B L D)
         if self.pos is not None:
             x = x + self.pos.weight[:L]
         h = self.trunk(x) if self.backbone is None else self.backbone(x)  # (B L D)
         return self.head(h)
 
+    def _scaled(self, obs: Tensor) -> Tensor:
+        """Observations in ``[-1, 1]`` when bounds were given, else as they are."""
+        if self.obs_center is None or self.obs_halfwidth is None:
+            return obs
+        return (obs - self.obs_center) / self.obs_halfwidth
+
     def step(self, obs_t: Tensor, positions: Tensor, state: State) -> tuple[Tensor, State]:
         """One observation per row ``obs_t (B, obs_dim)`` at ``positions (B,)`` -> ``q (B, A)``, state."""
         assert self.backbone is not None, "a network without a backbone has no step state"
-        x = self.embed(obs_t)  # (B D)
+        x = self.embed(self._scaled(obs_t))  # (B D)
         if self.pos is not None:
             x = x + self.pos(positions)
         h, state = self.backbone.step(x, state)
