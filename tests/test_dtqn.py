@@ -296,6 +296,36 @@ def test_rejects_bad_configuration() -> None:
         DTQNAgent(env_id="Pendulum-v1", history="none")  # continuous actions
 
 
+def test_obs_norm_bounds_maps_the_observation_box_onto_minus_one_one(tmp_path: Path) -> None:
+    # Car Flag observes (position, velocity, priest signal) in [-1.1, 1.1] x [-0.07, 0.07] x [-1, 1].
+    L.seed_everything(0, verbose=False)
+    agent = tiny_agent("dtqn", env_id="lit_seqrl/CarFlag-v0", obs_norm="bounds", batches_per_epoch=3)
+    raw = tiny_agent("dtqn", env_id="lit_seqrl/CarFlag-v0")
+    raw.q_net.load_state_dict(agent.q_net.state_dict(), strict=False)  # same weights, no scaling
+    obs = torch.tensor([[[1.1, 0.07, 1.0], [-1.1, -0.07, -1.0], [0.55, 0.0, 0.0]]])
+    expected = torch.tensor([[[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [0.5, 0.0, 0.0]]])
+    agent.eval(), raw.eval()
+    torch.testing.assert_close(agent(obs), raw(expected))
+    # acting goes through the same scaling, and it survives a checkpoint
+    q_step = agent.q_net.step(
+        obs[:, 0], torch.zeros(1, dtype=torch.long), agent.q_net.backbone.init_state(1)
+    )[0]
+    torch.testing.assert_close(q_step, raw(expected[:, :1])[:, 0])
+    trainer = fit(agent, steps=3)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    loaded = load_agent(str(tmp_path / "a.ckpt"))
+    torch.testing.assert_close(loaded.q_net.obs_halfwidth, torch.tensor([1.1, 0.07, 1.0]))
+    loaded.eval(), agent.eval()
+    torch.testing.assert_close(loaded(obs), agent(obs))
+
+
+def test_obs_norm_needs_finite_bounds() -> None:
+    with pytest.raises(ValueError, match=r"dimensions \[1, 3\]"):  # CartPole: its velocities are unbounded
+        tiny_agent("dqn", env_id="CartPole-v1", obs_norm="bounds")
+    with pytest.raises(ValueError, match="obs_norm"):
+        tiny_agent("dqn", obs_norm="minmax")
+
+
 @pytest.mark.parametrize("config", ["dqn_carflag.yaml", "drqn_heavenhell.yaml", "dtqn_carflag.yaml"])
 def test_configs_fit_through_the_cli(config: str, tmp_path: Path) -> None:
     from lit_seqrl.cli import main
