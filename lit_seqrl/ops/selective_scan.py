@@ -115,9 +115,10 @@ def selective_scan_chunked(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan by chunks (module docstring); arguments and result as :func:`selective_scan_ref`.
 
-    ``chunk_size`` (T) defaults to about ``sqrt(L)`` when a time step is small (``B·D·N`` up to
-    :data:`CHUNKING_MAX_WIDTH`), else to ``L``: one chunk, the recurrence on time-major slices,
-    which beats the chunked form's second pass once each step is a lot of work anyway.
+    ``chunk_size`` (T) defaults to about ``sqrt(L)``, at most :data:`MAX_DEFAULT_CHUNK`, when a
+    time step is small (``B·D·N`` up to :data:`CHUNKING_MAX_WIDTH`), else to ``L``: one chunk, the
+    recurrence on time-major slices, which beats the chunked form's second pass once each step is
+    a lot of work anyway.
     Differentiable by autograd in every input.
     """
     dtype_in = u.dtype
@@ -292,13 +293,21 @@ def _chunked_scan(
 CHUNKING_MAX_WIDTH = 1 << 13
 
 
+#: Longest default chunk for narrow inputs. Past a few hundred steps the whole-tensor passes
+#: over ``(L, D, N)``, not the Python steps, cost the most, and shorter chunks keep each step's
+#: slice of them smaller: forward+backward at batch 1, d_inner 128, N 16 was flat for T = 20-32
+#: and 1.2x slower at T = 64 (L = 1024 and 4096; benchmarks/README.md).
+MAX_DEFAULT_CHUNK = 24
+
+
 def _default_chunk_size(L: int, width: int) -> int:
     """Chunk length for ``L`` steps of ``width = B·D·N`` elements.
 
     Narrow inputs: about ``sqrt(L)`` chunks of ``sqrt(L)`` steps, the fewest Python steps
-    ``2T + L/T``. Wide inputs: one chunk, i.e. the plain recurrence, run once.
+    ``2T + L/T``, capped at :data:`MAX_DEFAULT_CHUNK`. Wide inputs: one chunk, i.e. the plain
+    recurrence, run once.
     """
-    return math.ceil(L / math.isqrt(L)) if width <= CHUNKING_MAX_WIDTH else L
+    return min(math.ceil(L / math.isqrt(L)), MAX_DEFAULT_CHUNK) if width <= CHUNKING_MAX_WIDTH else L
 
 
 def _step_size(delta: Tensor, bias: Tensor | None, softplus: bool) -> Tensor:
