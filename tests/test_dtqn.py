@@ -15,7 +15,7 @@ import torch
 
 from lit_seqrl import registry
 from lit_seqrl.agents.base import load_agent
-from lit_seqrl.agents.dtqn import DTQNAgent, double_dqn_targets, intermediate_q_loss
+from lit_seqrl.agents.dtqn import REPLAY_KEY, DTQNAgent, double_dqn_targets, intermediate_q_loss
 from lit_seqrl.backbones.dtqn_transformer import DTQNTransformer
 from lit_seqrl.cli import run_evaluate
 from lit_seqrl.registry import list_backbones
@@ -287,6 +287,39 @@ def test_checkpoint_rebuilds_the_agent(tmp_path: Path) -> None:
     b = loaded.evaluate_policy(episodes=2, num_envs=2, seed=3)
     assert a["results"] == b["results"]
     assert loaded.evaluate_policy(episodes=1, mode="window")["mode"] == "window"
+
+
+def test_checkpoint_replay_resumes_with_the_same_experience(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    agent = tiny_agent("dtqn", checkpoint_replay=True, learning_starts=40, batches_per_epoch=100)
+    trainer = quiet_trainer(max_steps=6, default_root_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(agent)
+    saved_steps, saved = agent._collector.env_steps, list(agent._collector.buffer._episodes)
+    assert saved_steps >= 40 + 6  # the random fill (whole episodes), then an env step per batch
+    ckpt = tmp_path / "replay.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert torch.load(ckpt, weights_only=False)[REPLAY_KEY]["env_steps"] == saved_steps
+
+    resumed = tiny_agent("dtqn", checkpoint_replay=True, learning_starts=40, batches_per_epoch=100)
+    trainer = quiet_trainer(max_steps=9, default_root_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(resumed, ckpt_path=str(ckpt))
+    # No second random fill (40+ steps): three more updates, an env step per batch fetched
+    # (Lightning fetches one ahead), on top of the saved episodes.
+    assert saved_steps + 3 <= resumed._collector.env_steps <= saved_steps + 5
+    episodes = list(resumed._collector.buffer._episodes)
+    assert [e.id for e in episodes[: len(saved)]] == [e.id for e in saved]
+    for a, b in zip(episodes, saved):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+
+    plain = tiny_agent("dtqn", learning_starts=40)
+    trainer = fit(plain, steps=2)
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    assert REPLAY_KEY not in torch.load(tmp_path / "plain.ckpt", weights_only=False)  # opt-in
 
 
 def test_rejects_bad_configuration() -> None:

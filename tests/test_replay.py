@@ -73,6 +73,33 @@ def test_capacity_evicts_oldest_whole_episodes() -> None:
     assert int(buf.sample(8, 50, pad_to_context=True)["obs"][:, :, 1].max()) == 39  # its last steps kept
 
 
+def test_state_dict_restores_episodes_and_sampler(tmp_path) -> None:
+    buf = EpisodicReplay(capacity=25, obs_dim=2, seed=3)
+    for ep_id in range(6):  # the first two are evicted: ids 2..5 stay
+        buf.add_episode(*make_episode(ep_id, 6), terminated=ep_id % 2 == 0)
+    buf.sample(5, 4)  # move the sampler on before saving
+    path = tmp_path / "replay.pt"
+    torch.save(buf.state_dict(), path)
+    state = torch.load(path, weights_only=True)  # a checkpoint's safe loading accepts it
+
+    copy = EpisodicReplay(capacity=25, obs_dim=2, seed=99)
+    copy.load_state_dict(state)
+    assert (len(copy), copy.num_episodes) == (len(buf), buf.num_episodes) == (24, 4)
+    a, b = buf.sample(32, 6), copy.sample(32, 6)  # same windows: contents, order and sampler state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert {int(v) for v in b["obs"][:, 0, 0]} == {2, 3, 4, 5}
+    assert b["dones"].sum(1).tolist() == a["dones"].sum(1).tolist()  # terminated flags kept
+    buf.add_episode(*make_episode(6, 2), terminated=True)
+    copy.add_episode(*make_episode(6, 2), terminated=True)
+    assert [e.id for e in copy._episodes] == [e.id for e in buf._episodes]  # ids continue alike
+
+    empty = EpisodicReplay(capacity=5, obs_dim=2)
+    empty.load_state_dict(EpisodicReplay(capacity=5, obs_dim=2).state_dict())
+    assert len(empty) == 0
+    with pytest.raises(ValueError, match="width 2"):
+        EpisodicReplay(capacity=25, obs_dim=3).load_state_dict(state)
+
+
 def test_bad_input_and_empty_buffer() -> None:
     buf = EpisodicReplay(capacity=10, obs_dim=2)
     with pytest.raises(RuntimeError):

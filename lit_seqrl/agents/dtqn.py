@@ -13,8 +13,8 @@ replay, Q-values at every position of a window and the loss averaged over all re
 
 The environment runs inside Lightning's loop: the training dataloader is an ``IterableDataset``
 that steps the environments (``env_steps_per_update`` steps of every env) and then yields a replay
-batch, so ``lit-seqrl fit`` needs no data module. The replay buffer is not checkpointed: a
-resumed run refills it. With DDP every rank runs its own environments (seeds offset by rank).
+batch, so ``lit-seqrl fit`` needs no data module. The replay buffer goes into checkpoints only
+with ``checkpoint_replay=True``; otherwise a resumed run refills it with random steps. With DDP every rank runs its own environments (seeds offset by rank).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from lit_seqrl.data.replay import EpisodicReplay
 from lit_seqrl.errors import ConfigError, ConfigTypeError
 from lit_seqrl.evaluation.rollout import run_episodes, summarize
 from lit_seqrl.registry import build_backbone, get_backbone_class
+
+REPLAY_KEY = "lit_seqrl_replay"  # checkpoint entry of the replay buffer (``checkpoint_replay``)
 
 DEFAULT_BACKBONE: dict[str, Any] = {  # the paper's DTQN
     "name": "dtqn_transformer",
@@ -128,6 +130,10 @@ class DTQNAgent(SeqRLAgent):
         act_mode: ``"window"`` (default, the paper's: re-encode the last ``context_len``
             observations at every step) or ``"recurrent"`` (carry the backbone's state, e.g. a
             KV cache; cheaper, but during training that state was computed by older weights).
+        checkpoint_replay: also save the replay buffer (every stored episode, its sampler's state
+            and the env-step count) in checkpoints, so a resumed run (``--ckpt_path``) continues
+            with the same experience instead of refilling it with ``learning_starts`` random steps.
+            Costs about ``4 · (obs_dim + 2)`` bytes per stored transition on disk.
         eval_episodes, eval_num_envs: greedy rollouts at the end of each epoch (0: none).
         seed: environment seed (default: derived from ``seed_everything``).
     """
@@ -159,6 +165,7 @@ class DTQNAgent(SeqRLAgent):
         grad_clip: float | None = 1.0,
         batches_per_epoch: int = 1_000,
         act_mode: Literal["recurrent", "window"] = "window",
+        checkpoint_replay: bool = False,
         eval_episodes: int = 0,
         eval_num_envs: int = 8,
         seed: int | None = None,
@@ -206,6 +213,7 @@ class DTQNAgent(SeqRLAgent):
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self._recent: deque[dict[str, float | None]] = deque(maxlen=20)  # recent training episodes
         self._collector: EnvCollector | None = None
+        self._restored_replay: dict[str, Any] | None = None  # from a checkpoint, for the next collector
 
     # ----------------------------------------------------------------- pieces
     def _make_env(self, **overrides: Any) -> gym.Env:
@@ -241,6 +249,10 @@ class DTQNAgent(SeqRLAgent):
         if self._collector is not None:
             self._collector.close()
         self._collector = EnvCollector(self._make_env, hp.num_envs, buffer, seed=seed)
+        if self._restored_replay is not None:
+            buffer.load_state_dict(self._restored_replay["buffer"])
+            self._collector.env_steps = self._restored_replay["env_steps"]
+            self._restored_replay = None
         stream = ReplayStream(
             self._collector,
             self.make_actor(),
@@ -288,6 +300,19 @@ class DTQNAgent(SeqRLAgent):
                 self.log("train/success_rate", rate, batch_size=B)
             self.log("train/episode_length", sum(e["length"] for e in self._recent) / n, batch_size=B)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.hparams.checkpoint_replay and self._collector is not None:
+            collector = self._collector
+            checkpoint[REPLAY_KEY] = {
+                "buffer": collector.buffer.state_dict(),
+                "env_steps": collector.env_steps,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._restored_replay = checkpoint.get(REPLAY_KEY)  # used when training resumes
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % self.hparams.target_update_interval == 0:

@@ -12,6 +12,8 @@ fits, so memory is bounded by ``capacity`` transitions plus one observation per 
 from __future__ import annotations
 
 from collections import deque
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +91,44 @@ class EpisodicReplay:
         self._size += n
         self._lengths = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """Every stored episode and the sampling generator, as tensors and plain Python values
+        (what a checkpoint can hold): :meth:`load_state_dict` then samples exactly as this buffer."""
+        eps = list(self._episodes)
+        D = self.obs_dim
+        return {
+            "capacity": self.capacity,
+            "obs_dim": self.obs_dim,
+            "added": self._added,
+            "rng": self.rng.bit_generator.state,
+            "lengths": torch.tensor([e.length for e in eps], dtype=torch.int64),
+            "ids": torch.tensor([e.id for e in eps], dtype=torch.int64),
+            "terminated": torch.tensor([e.terminated for e in eps], dtype=torch.bool),
+            "observations": _concat([e.observations for e in eps], (0, D), np.float32),
+            "final_observations": _concat([e.final_observation[None] for e in eps], (0, D), np.float32),
+            "actions": _concat([e.actions for e in eps], (0,), np.int64),
+            "rewards": _concat([e.rewards for e in eps], (0,), np.float32),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the contents with those of :meth:`state_dict` (same observation width; the
+        episodes are kept up to this buffer's capacity, the newest first)."""
+        if state["obs_dim"] != self.obs_dim:
+            raise ConfigError(
+                f"saved replay has observations of width {state['obs_dim']}, this buffer {self.obs_dim}"
+            )
+        lengths = state["lengths"].tolist()
+        ends = np.cumsum([0, *lengths])
+        obs, acts, rews = (state[k].numpy() for k in ("observations", "actions", "rewards"))
+        self._episodes.clear()
+        self._size = 0
+        for i, (a, b) in enumerate(pairwise(ends)):
+            episode_obs = np.concatenate([obs[a:b], state["final_observations"][i, None].numpy()])
+            self._added = int(state["ids"][i])
+            self.add_episode(episode_obs, acts[a:b], rews[a:b], bool(state["terminated"][i]))
+        self._added = int(state["added"])
+        self.rng.bit_generator.state = state["rng"]
+
     def sample(self, batch_size: int, context_len: int, pad_to_context: bool = False) -> ReplayBatch:
         """Sample ``batch_size`` history windows of at most ``context_len`` steps.
 
@@ -143,6 +183,10 @@ class EpisodicReplay:
             "dones": torch.from_numpy(dones),
             "mask": torch.from_numpy(mask),
         }
+
+
+def _concat(arrays: list[np.ndarray], empty_shape: tuple[int, ...], dtype: type) -> Tensor:
+    return torch.from_numpy(np.concatenate(arrays) if arrays else np.zeros(empty_shape, dtype=dtype))
 
 
 class EpisodeRecorder:
